@@ -1,0 +1,43 @@
+// Command kubectl-tp is the kubectl plugin `kubectl tp`: it runs one local process as if it ran in
+// the cluster (see README.md). This package only parses flags and wires the engine in package
+// session; it holds no logic of its own.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	// Auth plugins (exec, OIDC, …) so that every kubeconfig kubectl accepts works here too.
+	_ "k8s.io/client-go/plugin/pkg/client/auth"
+)
+
+func main() {
+	streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
+	cmd := NewRootCommand(streams)
+	if err := cmd.Execute(); err != nil {
+		code := 1
+		if ce, ok := err.(exitError); ok {
+			code = ce.code
+			if ce.err == nil {
+				os.Exit(code)
+			}
+			err = ce.err
+		}
+		fmt.Fprintf(os.Stderr, "kubectl tp: %v\n", err)
+		os.Exit(code)
+	}
+}
+
+// exitError carries an exit code out of cobra; err, when set, is printed first.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string {
+	if e.err != nil {
+		return e.err.Error()
+	}
+	return fmt.Sprintf("exit status %d", e.code)
+}

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/kubectl-tp/kubectl-tp/internal/version"
+)
+
+// NewRootCommand returns `kubectl tp` with its subcommands and the standard kubectl
+// connection flags (--kubeconfig, --context, -n/--namespace, --as, …).
+func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
+	flags := genericclioptions.NewConfigFlags(true)
+	root := &cobra.Command{
+		Use:   "kubectl tp",
+		Short: "Run a local process as if it ran in the cluster",
+		Long: `kubectl tp runs one process on your machine as if it ran inside the cluster: it reaches
+Services by name through SOCKS5, HTTP proxy and DNS servers on loopback, tunnelled through a
+short-lived proxy pod. No root and no LD_PRELOAD are needed on your machine.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Annotations: map[string]string{
+			cobra.CommandDisplayNameAnnotation: "kubectl tp",
+		},
+	}
+	flags.AddFlags(root.PersistentFlags())
+	root.SetOut(streams.Out)
+	root.SetErr(streams.ErrOut)
+	root.AddCommand(newVersionCommand(streams), newRunCommand(flags, streams))
+	return root
+}
+
+func newVersionCommand(streams genericiooptions.IOStreams) *cobra.Command {
+	return &cobra.Command{
+		Use:     "version",
+		Short:   "Print the plugin version and the podshim image it uses",
+		Example: "  kubectl tp version",
+		Args:    cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			fmt.Fprintf(streams.Out, "kubectl-tp %s\nimage: %s\n", version.Version, version.Image())
+			return nil
+		},
+	}
+}

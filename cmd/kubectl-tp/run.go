@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/kubectl-tp/kubectl-tp/internal/version"
+	"github.com/kubectl-tp/kubectl-tp/session"
+)
+
+// RunOptions are the options of `kubectl tp run`, filled by Complete and checked by Validate.
+type RunOptions struct {
+	configFlags *genericclioptions.ConfigFlags
+	genericiooptions.IOStreams
+
+	// Image is the podshim image (--image, $KUBECTL_TP_IMAGE, else the build's default).
+	Image string
+	// Quiet silences progress output.
+	Quiet bool
+	// IdleTimeout is podshim's idle timeout.
+	IdleTimeout time.Duration
+	// StartTimeout bounds the pod's start.
+	StartTimeout time.Duration
+	// Command is the argv after --.
+	Command []string
+
+	namespace string
+	config    *rest.Config
+	client    kubernetes.Interface
+}
+
+func newRunCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &RunOptions{configFlags: flags, IOStreams: streams}
+	cmd := &cobra.Command{
+		Use:   "run [flags] -- COMMAND [ARGS...]",
+		Short: "Run COMMAND locally with the cluster's network",
+		Long: `Run COMMAND locally as if it ran in the cluster.
+
+A proxy pod (podshim) is started in the namespace and reached through the API server's
+port-forward. COMMAND gets HTTP_PROXY/HTTPS_PROXY/ALL_PROXY pointing at proxies on 127.0.0.1 that
+resolve names in the cluster, TP_DNS naming a DNS server that answers from cluster DNS, and
+TP_NAMESPACE/TP_POD. When COMMAND exits the pod is deleted and its exit code is returned.`,
+		Example: `  # Call a Service by its name from a local curl
+  kubectl tp run -- curl -sf http://my-service:8080/healthz
+
+  # Run a local program in namespace staging, quietly
+  kubectl tp run -n staging --quiet -- go run ./cmd/api
+
+  # Resolve cluster names through the session's DNS server
+  kubectl tp run -- sh -c 'dig @${TP_DNS%:*} -p ${TP_DNS##*:} my-service.default.svc.cluster.local'`,
+		DisableFlagsInUseLine: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.Complete(cmd, args); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVar(&o.Image, "image", "", "podshim image (default $KUBECTL_TP_IMAGE, else "+version.Image()+")")
+	cmd.Flags().BoolVarP(&o.Quiet, "quiet", "q", false, "print no progress while starting")
+	cmd.Flags().DurationVar(&o.IdleTimeout, "idle-timeout", 30*time.Second, "how long the proxy pod lives on after it last heard from this process (e.g. after a crash)")
+	cmd.Flags().DurationVar(&o.StartTimeout, "start-timeout", 2*time.Minute, "how long to wait for the proxy pod to start")
+	return cmd
+}
+
+// Complete fills the options from flags, environment and kubeconfig.
+func (o *RunOptions) Complete(cmd *cobra.Command, args []string) error {
+	if dash := cmd.ArgsLenAtDash(); dash > 0 {
+		return fmt.Errorf("unexpected arguments before --: %v; put the command after --, e.g. kubectl tp run -- ./app", args[:dash])
+	}
+	o.Command = args
+	if o.Image == "" {
+		o.Image = os.Getenv("KUBECTL_TP_IMAGE")
+	}
+	if o.Image == "" {
+		o.Image = version.Image()
+	}
+	if len(o.Command) == 0 {
+		return nil // Validate reports it
+	}
+	var err error
+	o.namespace, _, err = o.configFlags.ToRawKubeConfigLoader().Namespace()
+	if err != nil {
+		return kubeconfigError(err)
+	}
+	o.config, err = o.configFlags.ToRESTConfig()
+	if err != nil {
+		return kubeconfigError(err)
+	}
+	o.client, err = kubernetes.NewForConfig(o.config)
+	return err
+}
+
+// Validate checks the options before anything is created in the cluster.
+func (o *RunOptions) Validate() error {
+	if len(o.Command) == 0 {
+		return errors.New("no command given; put it after --, e.g. kubectl tp run -- ./app")
+	}
+	if o.IdleTimeout < 5*time.Second {
+		return fmt.Errorf("--idle-timeout %s is too short; use 5s or more", o.IdleTimeout)
+	}
+	if _, err := session.LookPath(o.Command[0]); err != nil {
+		return exitError{code: session.ExitCommandNotFound, err: err}
+	}
+	return nil
+}
+
+// Run runs the session; the child's exit code becomes ours.
+func (o *RunOptions) Run(ctx context.Context) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	// Signals during start-up cancel it (and the pod is deleted); once the child runs, the session's
+	// child runner forwards them to the child instead.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	code, err := session.Run(ctx, session.Options{
+		Config: o.config, Client: o.client, Namespace: o.namespace,
+		Image: o.Image, Command: o.Command, IdleTimeout: o.IdleTimeout, StartTimeout: o.StartTimeout,
+		Stdin: o.In, Stdout: o.Out, Stderr: o.ErrOut, Quiet: o.Quiet,
+	})
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			err = errors.New("interrupted; the proxy pod was removed")
+			code = 130
+		}
+		if code == 0 {
+			code = 1
+		}
+		return exitError{code: code, err: err}
+	}
+	if code != 0 {
+		return exitError{code: code}
+	}
+	return nil
+}
+
+func kubeconfigError(err error) error {
+	return fmt.Errorf("%v (check --kubeconfig, --context and $KUBECONFIG)", err)
+}

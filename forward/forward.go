@@ -1,0 +1,256 @@
+// Package forward opens byte streams to one port of one pod through the Kubernetes API server's
+// port-forward subresource, without binding any local port.
+//
+// A Forwarder keeps a single upgraded connection (websocket, falling back to SPDY as kubectl ≥ 1.31
+// does) and opens a fresh pair of port-forward streams on it for every Open, exactly as
+// `kubectl port-forward` does for every accepted local connection; so one stream per proxied
+// connection moves data at the speed of raw port-forward, and a slow stream does not stall the
+// others. When the connection breaks, the next Open dials a new one.
+//
+// What it leaves out: listening on local ports (the proxy package does that), UDP (the port-forward
+// subresource carries TCP only) and any retry policy beyond re-dialing a broken connection.
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/transport/spdy"
+)
+
+// Forwarder opens streams to Port of the pod Namespace/Pod. Its zero value is not usable: set
+// Config, Namespace, Pod and Port. It is safe for concurrent use.
+type Forwarder struct {
+	// Config is the REST config of the cluster (from the user's kubeconfig).
+	Config *rest.Config
+	// Namespace and Pod name the pod to forward to.
+	Namespace, Pod string
+	// Port is the pod port that each stream connects to.
+	Port int
+	// DialTimeout bounds the upgrade of a new connection (default 15 s).
+	DialTimeout time.Duration
+
+	mu     sync.Mutex
+	conn   httpstream.Connection
+	nextID atomic.Int64
+}
+
+// Open returns a new stream to the pod port as a net.Conn. CloseWrite half-closes it; Close
+// resets it. Errors that the kubelet reports for the stream (nothing listening, pod gone) are
+// returned by Read.
+func (f *Forwarder) Open(ctx context.Context) (net.Conn, error) {
+	conn, err := f.connection(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c, err := f.streams(conn)
+	if err != nil {
+		// A connection that cannot create streams is broken: forget it so the next Open re-dials.
+		f.drop(conn)
+		return nil, err
+	}
+	return c, nil
+}
+
+// Reset closes the current connection, if any, so that the next Open dials a new one.
+func (f *Forwarder) Reset() {
+	f.mu.Lock()
+	conn := f.conn
+	f.conn = nil
+	f.mu.Unlock()
+	if conn != nil {
+		_ = conn.Close()
+	}
+}
+
+// Close closes the connection and every stream on it.
+func (f *Forwarder) Close() error { f.Reset(); return nil }
+
+func (f *Forwarder) drop(conn httpstream.Connection) {
+	f.mu.Lock()
+	if f.conn == conn {
+		f.conn = nil
+	}
+	f.mu.Unlock()
+	_ = conn.Close()
+}
+
+func (f *Forwarder) connection(ctx context.Context) (httpstream.Connection, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.conn != nil {
+		select {
+		case <-f.conn.CloseChan():
+			f.conn = nil
+		default:
+			return f.conn, nil
+		}
+	}
+	conn, err := f.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f.conn = conn
+	return conn, nil
+}
+
+func (f *Forwarder) dial(ctx context.Context) (httpstream.Connection, error) {
+	if f.Config == nil || f.Pod == "" || f.Port == 0 {
+		return nil, errors.New("forward: Config, Pod and Port must be set")
+	}
+	cs, err := kubernetes.NewForConfig(f.Config)
+	if err != nil {
+		return nil, err
+	}
+	u := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(f.Namespace).Name(f.Pod).SubResource("portforward").URL()
+	transport, upgrader, err := spdy.RoundTripperFor(f.Config)
+	if err != nil {
+		return nil, err
+	}
+	spdyDialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
+	wsDialer, err := portforward.NewSPDYOverWebsocketDialer(u, f.Config)
+	if err != nil {
+		return nil, err
+	}
+	dialer := portforward.NewFallbackDialer(wsDialer, spdyDialer, func(err error) bool {
+		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+	})
+	timeout := f.DialTimeout
+	if timeout == 0 {
+		timeout = 15 * time.Second
+	}
+	type result struct {
+		conn httpstream.Connection
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		conn, _, err := dialer.Dial(portforward.PortForwardProtocolV1Name)
+		ch <- result{conn, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, fmt.Errorf("port-forward to pod %s/%s: %w", f.Namespace, f.Pod, r.err)
+		}
+		return r.conn, nil
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.conn != nil {
+				_ = r.conn.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	case <-time.After(timeout):
+		go func() {
+			if r := <-ch; r.conn != nil {
+				_ = r.conn.Close()
+			}
+		}()
+		return nil, fmt.Errorf("port-forward to pod %s/%s: no answer from the API server within %s", f.Namespace, f.Pod, timeout)
+	}
+}
+
+func (f *Forwarder) streams(conn httpstream.Connection) (*streamConn, error) {
+	id := f.nextID.Add(1)
+	headers := http.Header{}
+	headers.Set(corev1.StreamType, corev1.StreamTypeError)
+	headers.Set(corev1.PortHeader, strconv.Itoa(f.Port))
+	headers.Set(corev1.PortForwardRequestIDHeader, strconv.FormatInt(id, 10))
+	errStream, err := conn.CreateStream(headers)
+	if err != nil {
+		return nil, fmt.Errorf("port-forward: creating error stream: %w", err)
+	}
+	_ = errStream.Close() // we never write to it
+	headers.Set(corev1.StreamType, corev1.StreamTypeData)
+	data, err := conn.CreateStream(headers)
+	if err != nil {
+		conn.RemoveStreams(errStream)
+		return nil, fmt.Errorf("port-forward: creating data stream: %w", err)
+	}
+	c := &streamConn{conn: conn, data: data, errStream: errStream, local: addr("local"), remote: addr(fmt.Sprintf("%s/%s:%d", f.Namespace, f.Pod, f.Port))}
+	go c.watchErrors()
+	return c, nil
+}
+
+// streamConn adapts a port-forward data stream to net.Conn.
+type streamConn struct {
+	conn          httpstream.Connection
+	data          httpstream.Stream
+	errStream     httpstream.Stream
+	local, remote net.Addr
+
+	errMu     sync.Mutex
+	remoteErr error
+	closeOnce sync.Once
+}
+
+var _ net.Conn = (*streamConn)(nil)
+
+func (c *streamConn) watchErrors() {
+	msg, err := io.ReadAll(c.errStream)
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	switch {
+	case len(msg) > 0:
+		c.remoteErr = fmt.Errorf("port-forward: %s", strings.TrimSpace(string(msg)))
+		// The kubelet could not connect: unblock readers.
+		_ = c.data.Reset()
+	case err != nil && !errors.Is(err, io.EOF):
+		c.remoteErr = err
+	}
+}
+
+func (c *streamConn) Read(p []byte) (int, error) {
+	n, err := c.data.Read(p)
+	if err != nil && n == 0 {
+		c.errMu.Lock()
+		rerr := c.remoteErr
+		c.errMu.Unlock()
+		if rerr != nil {
+			return 0, rerr
+		}
+	}
+	return n, err
+}
+
+func (c *streamConn) Write(p []byte) (int, error) { return c.data.Write(p) }
+
+// CloseWrite tells the pod side that no more data follows (half-close).
+func (c *streamConn) CloseWrite() error { return c.data.Close() }
+
+func (c *streamConn) Close() error {
+	c.closeOnce.Do(func() {
+		_ = c.data.Reset()
+		c.conn.RemoveStreams(c.data, c.errStream)
+	})
+	return nil
+}
+
+func (c *streamConn) LocalAddr() net.Addr  { return c.local }
+func (c *streamConn) RemoteAddr() net.Addr { return c.remote }
+
+// Deadlines are not supported by port-forward streams; callers bound their work with contexts and
+// Close instead. They return nil so that libraries which set them defensively keep working.
+func (c *streamConn) SetDeadline(time.Time) error      { return nil }
+func (c *streamConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *streamConn) SetWriteDeadline(time.Time) error { return nil }
+
+type addr string
+
+func (a addr) Network() string { return "portforward" }
+func (a addr) String() string  { return string(a) }

@@ -1,0 +1,319 @@
+// Package podshim is the in-cluster end of the kubectl-tp tunnel: a [Server] that
+// accepts tunnel streams (see package tunnel), dials TCP destinations from inside the
+// pod, resolves DNS with the pod's resolv.conf semantics, answers heartbeats, and
+// exits when no client has been heard from for a while.
+//
+// It leaves out the listener (the caller provides one, normally on 127.0.0.1 and
+// reached through a Kubernetes port-forward), flag parsing and process exit (see
+// cmd/podshim), UDP proxying, and any TLS or encryption: the stream transport and the
+// per-session token are the only protection. It must not import any k8s.io package.
+package podshim
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/kubectl-tp/kubectl-tp/internal/version"
+	"github.com/kubectl-tp/kubectl-tp/tunnel"
+)
+
+// ErrIdle is returned by [Server.Serve] when no client was heard from for IdleTimeout.
+var ErrIdle = errors.New("podshim: no client heard from within the idle timeout")
+
+// Defaults for the zero values of Server fields.
+const (
+	// DefaultIdleTimeout is used when Server.IdleTimeout is zero.
+	DefaultIdleTimeout = 30 * time.Second
+	// DefaultResolvConf is used when Server.ResolvConf is empty.
+	DefaultResolvConf = "/etc/resolv.conf"
+	// DialTimeout bounds each outgoing dial.
+	DialTimeout = 10 * time.Second
+	// requestTimeout bounds reading the first frame of a stream.
+	requestTimeout = 10 * time.Second
+)
+
+// Server serves the tunnel protocol. The zero value is usable (with no token check).
+// Fields must not be changed once Serve has been called.
+type Server struct {
+	// Token is the per-session secret every request must carry. Empty disables the
+	// check; that is only meant for tests.
+	Token string
+	// IdleTimeout is how long Serve runs without hearing from any client (an
+	// authenticated request or a ping) before returning ErrIdle. Zero means
+	// DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// ResolvConf is the resolver configuration file. Empty means DefaultResolvConf.
+	ResolvConf string
+	// Nameservers, if non-empty, replaces the nameservers of ResolvConf for DNS
+	// streams; entries are "host" or "host:port" (port 53 by default). Search and
+	// ndots still come from ResolvConf. Meant for tests.
+	Nameservers []string
+	// Logf logs diagnostics; nil means no logging.
+	Logf func(format string, args ...any)
+	// Dial opens outgoing connections; nil means a net.Dialer (which uses the pod's
+	// resolver and search list).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	lastHeard atomic.Int64 // unix nanoseconds
+}
+
+func (s *Server) logf(format string, args ...any) {
+	if s.Logf != nil {
+		s.Logf(format, args...)
+	}
+}
+
+func (s *Server) idleTimeout() time.Duration {
+	if s.IdleTimeout > 0 {
+		return s.IdleTimeout
+	}
+	return DefaultIdleTimeout
+}
+
+func (s *Server) resolvConf() string {
+	if s.ResolvConf != "" {
+		return s.ResolvConf
+	}
+	return DefaultResolvConf
+}
+
+func (s *Server) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if s.Dial != nil {
+		return s.Dial(ctx, network, addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, addr)
+}
+
+func (s *Server) heard() { s.lastHeard.Store(time.Now().UnixNano()) }
+
+// Serve accepts streams on ln and serves them until ctx is cancelled (it then
+// returns nil) or no client has been heard from for IdleTimeout (it returns
+// ErrIdle). The idle clock starts when Serve is called. Serve closes ln and every
+// stream it accepted before returning.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.heard()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns = make(map[net.Conn]struct{})
+	)
+	acceptErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				acceptErr <- err
+				return
+			}
+			mu.Lock()
+			if ctx.Err() != nil {
+				mu.Unlock()
+				c.Close()
+				continue
+			}
+			conns[c] = struct{}{}
+			wg.Add(1)
+			mu.Unlock()
+			go func() {
+				defer wg.Done()
+				s.serveConn(ctx, c)
+				mu.Lock()
+				delete(conns, c)
+				mu.Unlock()
+				c.Close()
+			}()
+		}
+	}()
+
+	idle := s.idleTimeout()
+	timer := time.NewTimer(idle)
+	defer timer.Stop()
+	var result error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-acceptErr:
+			result = fmt.Errorf("podshim: accepting: %w", err)
+			break loop
+		case <-timer.C:
+			left := time.Until(time.Unix(0, s.lastHeard.Load()).Add(idle))
+			if left <= 0 {
+				result = ErrIdle
+				break loop
+			}
+			timer.Reset(left)
+		}
+	}
+	mu.Lock()
+	cancel(result)
+	ln.Close()
+	for c := range conns {
+		c.Close()
+	}
+	mu.Unlock()
+	wg.Wait()
+	return result
+}
+
+// serveConn handles one stream; the caller closes c.
+func (s *Server) serveConn(ctx context.Context, c net.Conn) {
+	_ = c.SetReadDeadline(time.Now().Add(requestTimeout))
+	var req tunnel.Request
+	if err := tunnel.ReadFrame(c, &req); err != nil {
+		s.logf("podshim: %v: bad request: %v", c.RemoteAddr(), err)
+		if errors.Is(err, tunnel.ErrFrameTooLarge) {
+			s.reply(c, fail(tunnel.CodeBadRequest, err.Error()))
+		}
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	if s.Token != "" && subtle.ConstantTimeCompare([]byte(req.Token), []byte(s.Token)) != 1 {
+		s.logf("podshim: %v: %s request with a wrong token", c.RemoteAddr(), req.Op)
+		s.reply(c, fail(tunnel.CodeAuth, "wrong token"))
+		return
+	}
+	s.heard()
+	switch req.Op {
+	case tunnel.OpHello:
+		s.serveHello(c)
+	case tunnel.OpDial:
+		s.serveDial(ctx, c, &req)
+	case tunnel.OpDNS:
+		s.serveDNS(ctx, c)
+	default:
+		s.reply(c, fail(tunnel.CodeBadRequest, fmt.Sprintf("unknown op %q", req.Op)))
+	}
+}
+
+func fail(code, msg string) *tunnel.Response {
+	return &tunnel.Response{Code: code, Error: msg}
+}
+
+func (s *Server) reply(c net.Conn, r *tunnel.Response) bool {
+	_ = c.SetWriteDeadline(time.Now().Add(requestTimeout))
+	err := tunnel.WriteFrame(c, r)
+	_ = c.SetWriteDeadline(time.Time{})
+	if err != nil {
+		s.logf("podshim: %v: %v", c.RemoteAddr(), err)
+		return false
+	}
+	return true
+}
+
+// serveHello answers a hello and then pings until the stream ends.
+func (s *Server) serveHello(c net.Conn) {
+	resp := &tunnel.Response{OK: true, Version: version.Version}
+	resp.Hostname, _ = os.Hostname()
+	if rc, err := readResolvConf(s.resolvConf()); err != nil {
+		s.logf("podshim: %v", err)
+	} else {
+		resp.Nameservers, resp.Search, resp.Ndots = rc.Servers, rc.Search, rc.Ndots
+	}
+	if !s.reply(c, resp) {
+		return
+	}
+	for {
+		var req tunnel.Request
+		if err := tunnel.ReadFrame(c, &req); err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				s.logf("podshim: %v: heartbeat: %v", c.RemoteAddr(), err)
+			}
+			return
+		}
+		if req.Op != tunnel.OpPing {
+			s.reply(c, fail(tunnel.CodeBadRequest, fmt.Sprintf("unexpected op %q on heartbeat stream", req.Op)))
+			return
+		}
+		s.heard()
+		if !s.reply(c, &tunnel.Response{OK: true}) {
+			return
+		}
+	}
+}
+
+// serveDial dials req.Addr and then copies bytes both ways.
+func (s *Server) serveDial(ctx context.Context, c net.Conn, req *tunnel.Request) {
+	if req.Network != "tcp" {
+		s.reply(c, fail(tunnel.CodeBadRequest, fmt.Sprintf("unsupported network %q", req.Network)))
+		return
+	}
+	if _, _, err := net.SplitHostPort(req.Addr); err != nil {
+		s.reply(c, fail(tunnel.CodeBadRequest, err.Error()))
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, DialTimeout)
+	target, err := s.dial(dctx, "tcp", req.Addr)
+	cancel()
+	if err != nil {
+		s.logf("podshim: dial %s: %v", req.Addr, err)
+		s.reply(c, fail(DialErrorCode(err), err.Error()))
+		return
+	}
+	defer target.Close()
+	if !s.reply(c, &tunnel.Response{OK: true}) {
+		return
+	}
+	Pipe(c, target)
+}
+
+// DialErrorCode maps a dial error to a tunnel code.
+func DialErrorCode(err error) string {
+	var dnsErr *net.DNSError
+	var ne net.Error
+	switch {
+	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+		return tunnel.CodeNXDomain
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return tunnel.CodeRefused
+	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH):
+		return tunnel.CodeUnreachable
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
+		errors.As(err, &ne) && ne.Timeout():
+		return tunnel.CodeTimeout
+	}
+	return tunnel.CodeError
+}
+
+type closeWriter interface{ CloseWrite() error }
+
+// Pipe copies bytes between a and b in both directions until both are done.
+// When one direction reaches EOF, the writing side of its destination is shut
+// down (CloseWrite) if supported, else the destination is closed. Pipe closes
+// neither connection fully on a clean finish; callers close them.
+func Pipe(a, b net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	half := func(dst, src net.Conn) {
+		defer wg.Done()
+		_, err := io.Copy(dst, src)
+		if err != nil {
+			// Abort both directions.
+			a.Close()
+			b.Close()
+			return
+		}
+		if cw, ok := dst.(closeWriter); !ok || cw.CloseWrite() != nil {
+			dst.Close()
+		}
+	}
+	go half(a, b)
+	go half(b, a)
+	wg.Wait()
+}

@@ -1,0 +1,120 @@
+package session
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+
+	"github.com/creack/pty"
+	"golang.org/x/term"
+)
+
+// ExitCommandNotFound is the exit code when the command cannot be found, as in POSIX shells.
+const ExitCommandNotFound = 127
+
+// Child describes the local process a session runs.
+type Child struct {
+	// Argv is the command and its arguments; Argv[0] is looked up in PATH.
+	Argv []string
+	// Env is the complete environment of the child.
+	Env []string
+	// Stdin, Stdout and Stderr are the child's streams. When Stdin is a terminal the child runs in a
+	// pseudo-terminal in raw mode, and window-size changes are passed on.
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+}
+
+// LookPath resolves argv0 like the shell does, with an error a user understands.
+func LookPath(argv0 string) (string, error) {
+	p, err := exec.LookPath(argv0)
+	if err != nil {
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("command not found: %s (give a program on PATH or a path to one after --)", argv0)
+		}
+		return "", fmt.Errorf("cannot run %s: %w", argv0, err)
+	}
+	return p, nil
+}
+
+// Run starts the child, forwards SIGINT, SIGTERM and SIGHUP to it, and returns its exit code
+// (128+N when a signal N ended it, as shells report it).
+func (c Child) Run() (int, error) {
+	path, err := LookPath(c.Argv[0])
+	if err != nil {
+		return ExitCommandNotFound, err
+	}
+	cmd := exec.Command(path, c.Argv[1:]...)
+	cmd.Args[0] = c.Argv[0]
+	cmd.Env = c.Env
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	if f, ok := c.Stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		return c.runPTY(cmd, f, sigs)
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = c.Stdin, c.Stdout, c.Stderr
+	// Its own process group: a signal reaches it once, from us, not twice (terminal + us).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return ExitCommandNotFound, fmt.Errorf("cannot start %s: %w", c.Argv[0], err)
+	}
+	return wait(cmd, sigs)
+}
+
+func (c Child) runPTY(cmd *exec.Cmd, tty *os.File, sigs chan os.Signal) (int, error) {
+	ptmx, err := pty.Start(cmd)
+	if err != nil {
+		return ExitCommandNotFound, fmt.Errorf("cannot start %s in a terminal: %w", c.Argv[0], err)
+	}
+	defer ptmx.Close()
+	winch := make(chan os.Signal, 1)
+	signal.Notify(winch, syscall.SIGWINCH)
+	defer signal.Stop(winch)
+	go func() {
+		for range winch {
+			_ = pty.InheritSize(tty, ptmx)
+		}
+	}()
+	winch <- syscall.SIGWINCH
+	if old, err := term.MakeRaw(int(tty.Fd())); err == nil {
+		defer func() { _ = term.Restore(int(tty.Fd()), old) }()
+	}
+	go func() { _, _ = io.Copy(ptmx, c.Stdin) }()
+	outDone := make(chan struct{})
+	go func() { _, _ = io.Copy(c.Stdout, ptmx); close(outDone) }()
+	code, err := wait(cmd, sigs)
+	<-outDone
+	return code, err
+}
+
+// wait forwards signals until the child exits and converts its status to an exit code.
+func wait(cmd *exec.Cmd, sigs chan os.Signal) (int, error) {
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	for {
+		select {
+		case s := <-sigs:
+			_ = cmd.Process.Signal(s)
+		case err := <-done:
+			return exitCode(cmd, err)
+		}
+	}
+}
+
+func exitCode(cmd *exec.Cmd, err error) (int, error) {
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		return 1, err
+	}
+	st, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if ok && st.Signaled() {
+		return 128 + int(st.Signal()), nil
+	}
+	return cmd.ProcessState.ExitCode(), nil
+}

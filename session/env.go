@@ -1,0 +1,64 @@
+package session
+
+import (
+	"maps"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+)
+
+// Endpoints are the laptop-side addresses and credentials a child is given.
+type Endpoints struct {
+	SOCKS, HTTP, DNS   string // host:port on loopback
+	Username, Password string // per-session proxy credentials
+	Namespace, Pod     string
+}
+
+// noProxy keeps loopback traffic away from the proxies.
+const noProxy = "localhost,127.0.0.0/8,::1"
+
+// ChildEnv returns base with the session's variables set (replacing any earlier value) and
+// SOCKS settings appended to JAVA_TOOL_OPTIONS.
+func ChildEnv(base []string, e Endpoints) []string {
+	user := url.UserPassword(e.Username, e.Password)
+	httpURL := (&url.URL{Scheme: "http", User: user, Host: e.HTTP}).String()
+	socksURL := (&url.URL{Scheme: "socks5h", User: user, Host: e.SOCKS}).String()
+	socksHost, socksPort, _ := net.SplitHostPort(e.SOCKS)
+	set := map[string]string{
+		"HTTP_PROXY": httpURL, "http_proxy": httpURL,
+		"HTTPS_PROXY": httpURL, "https_proxy": httpURL,
+		"ALL_PROXY": socksURL, "all_proxy": socksURL,
+		"NO_PROXY": noProxy, "no_proxy": noProxy,
+		"TP_DNS":       e.DNS,
+		"TP_SOCKS":     e.SOCKS,
+		"TP_NAMESPACE": e.Namespace,
+		"TP_POD":       e.Pod,
+	}
+	java := strings.Join([]string{
+		"-DsocksProxyHost=" + socksHost,
+		"-DsocksProxyPort=" + socksPort,
+		"-Djava.net.socks.username=" + e.Username,
+		"-Djava.net.socks.password=" + e.Password,
+	}, " ")
+	out := make([]string, 0, len(base)+len(set)+1)
+	javaSeen := false
+	for _, kv := range base {
+		k, v, _ := strings.Cut(kv, "=")
+		if _, replaced := set[k]; replaced {
+			continue
+		}
+		if k == "JAVA_TOOL_OPTIONS" {
+			javaSeen = true
+			kv = k + "=" + strings.TrimSpace(v+" "+java)
+		}
+		out = append(out, kv)
+	}
+	if !javaSeen {
+		out = append(out, "JAVA_TOOL_OPTIONS="+java)
+	}
+	for _, k := range slices.Sorted(maps.Keys(set)) {
+		out = append(out, k+"="+set[k])
+	}
+	return out
+}

@@ -1,0 +1,319 @@
+// Package session runs one kubectl-tp session: it checks permissions, starts the proxy pod,
+// connects the tunnel through port-forward, serves the laptop-side proxies, runs the child process
+// and, on every exit path, deletes what it created.
+//
+// It is the engine behind `kubectl tp run`; the cmd package only parses flags. What it leaves out:
+// the wire protocol (package tunnel), the proxies themselves (package proxy), the pod-side program
+// (package podshim) and the streams through the API server (package forward).
+package session
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/user"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/kubectl-tp/kubectl-tp/forward"
+	"github.com/kubectl-tp/kubectl-tp/internal/version"
+	"github.com/kubectl-tp/kubectl-tp/proxy"
+	"github.com/kubectl-tp/kubectl-tp/tunnel"
+)
+
+// Options configure a session. Config, Client, Namespace, Image and Command are required.
+type Options struct {
+	Config    *rest.Config
+	Client    kubernetes.Interface
+	Namespace string
+	// Image is the podshim image reference.
+	Image string
+	// Command is the child's argv.
+	Command []string
+	// IdleTimeout is how long podshim waits without hearing from us before it exits (default 30 s).
+	IdleTimeout time.Duration
+	// Heartbeat is the interval of tunnel pings (default 5 s).
+	Heartbeat time.Duration
+	// StartTimeout bounds the wait for the pod to run (default 2 minutes).
+	StartTimeout time.Duration
+	// Stdin, Stdout and Stderr are the child's streams; progress and warnings go to Stderr.
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	// Quiet silences progress output (errors are still printed by the caller).
+	Quiet bool
+}
+
+// Session is a running session. Its fields are valid after Start returns without error.
+type Session struct {
+	opts      Options
+	ID        string
+	PodName   string
+	Endpoints Endpoints
+
+	fwd       *forward.Forwarder
+	client    *tunnel.Client
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closers   []io.Closer
+	podMade   bool
+	closeOnce sync.Once
+}
+
+func (o *Options) defaults() {
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = 30 * time.Second
+	}
+	if o.Heartbeat == 0 {
+		o.Heartbeat = 5 * time.Second
+	}
+	if o.StartTimeout == 0 {
+		o.StartTimeout = 2 * time.Minute
+	}
+	if o.Stderr == nil {
+		o.Stderr = io.Discard
+	}
+}
+
+// Run starts a session, runs the child in it and tears everything down. It returns the child's
+// exit code; err is non-nil when the session itself failed (the exit code is then 1, or 127 when
+// the command was not found).
+func Run(ctx context.Context, opts Options) (int, error) {
+	if _, err := LookPath(opts.Command[0]); err != nil {
+		return ExitCommandNotFound, err
+	}
+	s, err := Start(ctx, opts)
+	if s != nil {
+		defer s.Close()
+	}
+	if err != nil {
+		return 1, err
+	}
+	code, err := Child{
+		Argv:  opts.Command,
+		Env:   ChildEnv(os.Environ(), s.Endpoints),
+		Stdin: opts.Stdin, Stdout: opts.Stdout, Stderr: opts.Stderr,
+	}.Run()
+	return code, err
+}
+
+// Start creates the proxy pod and the laptop-side servers. On error the returned Session (if
+// non-nil) must still be closed; Close is idempotent and deletes whatever was created.
+func Start(ctx context.Context, opts Options) (*Session, error) {
+	opts.defaults()
+	p := newProgress(opts.Stderr, opts.Quiet)
+	defer p.stop()
+
+	id := randomHex(6)
+	s := &Session{opts: opts, ID: id, PodName: "tp-" + id}
+	p.set("checking permissions in namespace " + opts.Namespace)
+	if err := Preflight(ctx, opts.Client, opts.Namespace, RunPermissions); err != nil {
+		return nil, err
+	}
+
+	token := randomHex(16)
+	pod := buildPod(podSpec{
+		Name: s.PodName, Namespace: opts.Namespace, SessionID: id, Owner: owner(),
+		Image: opts.Image, Token: token, IdleTimeout: opts.IdleTimeout,
+	})
+	p.set("creating proxy pod " + s.PodName)
+	// The create must not be abandoned half-way by a signal: we could not know whether the pod
+	// exists. It gets its own bounded context; the session's ctx is checked right after.
+	createCtx, cancelCreate := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	_, err := opts.Client.CoreV1().Pods(opts.Namespace).Create(createCtx, pod, createOptions)
+	cancelCreate()
+	if err != nil {
+		return nil, fmt.Errorf("creating proxy pod in namespace %q: %w", opts.Namespace, cleanAPIError(err))
+	}
+	s.podMade = true
+	if err := ctx.Err(); err != nil {
+		return s, err
+	}
+
+	startCtx, cancelStart := context.WithTimeout(ctx, opts.StartTimeout)
+	defer cancelStart()
+	if _, err := waitReady(startCtx, opts.Client, opts.Namespace, s.PodName, p.set); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			err = fmt.Errorf("proxy pod %s did not start within %s (kubectl describe pod -n %s %s)", s.PodName, opts.StartTimeout, opts.Namespace, s.PodName)
+		}
+		return s, err
+	}
+
+	p.set("connecting through port-forward")
+	s.fwd = &forward.Forwarder{Config: opts.Config, Namespace: opts.Namespace, Pod: s.PodName, Port: TunnelPort}
+	s.client = &tunnel.Client{Open: s.fwd.Open, Token: token}
+	hello, err := s.hello(startCtx)
+	if err != nil {
+		return s, err
+	}
+	if hello.Version != version.Version {
+		fmt.Fprintf(opts.Stderr, "kubectl-tp: warning: podshim in the pod is version %s, this plugin is %s; use --image %s or upgrade\n", hello.Version, version.Version, version.Image())
+	}
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	s.wg.Add(1)
+	go s.heartbeat(runCtx)
+
+	user, pass := randomHex(8), randomHex(16)
+	s.Endpoints = Endpoints{Username: user, Password: pass, Namespace: opts.Namespace, Pod: s.PodName}
+	if err := s.serve(runCtx); err != nil {
+		return s, err
+	}
+	p.stop()
+	if !opts.Quiet {
+		fmt.Fprintf(opts.Stderr, "kubectl-tp: session %s: pod %s/%s, SOCKS5 %s, HTTP proxy %s, DNS %s\n",
+			id, opts.Namespace, s.PodName, s.Endpoints.SOCKS, s.Endpoints.HTTP, s.Endpoints.DNS)
+	}
+	return s, nil
+}
+
+// hello retries the handshake for a moment: the container runs before podshim listens.
+func (s *Session) hello(ctx context.Context) (*tunnel.HelloInfo, error) {
+	var last error
+	for delay := 50 * time.Millisecond; ; delay = min(delay*2, time.Second) {
+		hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		h, err := s.client.Hello(hctx)
+		cancel()
+		if err == nil {
+			return h, nil
+		}
+		last = err
+		if de := (*tunnel.DialError)(nil); errors.As(err, &de) && de.Code == tunnel.CodeAuth {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			if ctx.Err() == context.DeadlineExceeded {
+				return nil, fmt.Errorf("cannot reach podshim in pod %s through port-forward: %w", s.PodName, last)
+			}
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+// heartbeat keeps podshim alive and the port-forward connection warm; when the connection breaks it
+// re-dials, so new connections work again within a few seconds.
+func (s *Session) heartbeat(ctx context.Context) {
+	defer s.wg.Done()
+	for ctx.Err() == nil {
+		err := s.client.Heartbeat(ctx, s.opts.Heartbeat)
+		if ctx.Err() != nil {
+			return
+		}
+		fmt.Fprintf(s.opts.Stderr, "kubectl-tp: tunnel interrupted (%v); reconnecting\n", oneLine(fmt.Sprint(err)))
+		s.fwd.Reset()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// serve starts the SOCKS5, HTTP and DNS servers on loopback.
+func (s *Session) serve(ctx context.Context) error {
+	e := &s.Endpoints
+	socksLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("listening for SOCKS5 on loopback: %w", err)
+	}
+	s.closers = append(s.closers, socksLn)
+	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("listening for the HTTP proxy on loopback: %w", err)
+	}
+	s.closers = append(s.closers, httpLn)
+	udp, tcp, err := listenDNS()
+	if err != nil {
+		return err
+	}
+	s.closers = append(s.closers, udp, tcp)
+	e.SOCKS, e.HTTP, e.DNS = socksLn.Addr().String(), httpLn.Addr().String(), tcp.Addr().String()
+
+	logf := func(format string, args ...any) {}
+	socks := &proxy.SOCKS5{Dialer: s.client, Username: e.Username, Password: e.Password, Logf: logf}
+	httpProxy := &proxy.HTTP{Dialer: s.client, Username: e.Username, Password: e.Password, Logf: logf}
+	dnsServer := &proxy.DNS{Exchanger: s.client, Logf: logf}
+	s.wg.Add(3)
+	go func() { defer s.wg.Done(); _ = socks.Serve(socksLn) }()
+	go func() { defer s.wg.Done(); _ = httpProxy.Serve(httpLn) }()
+	go func() { defer s.wg.Done(); _ = dnsServer.Serve(ctx, udp, tcp) }()
+	return nil
+}
+
+// listenDNS binds UDP and TCP on the same loopback port.
+func listenDNS() (net.PacketConn, net.Listener, error) {
+	var last error
+	for range 20 {
+		udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return nil, nil, fmt.Errorf("listening for DNS on loopback: %w", err)
+		}
+		tcp, err := net.Listen("tcp", udp.LocalAddr().String())
+		if err == nil {
+			return udp, tcp, nil
+		}
+		last = err
+		udp.Close()
+	}
+	return nil, nil, fmt.Errorf("listening for DNS on loopback (UDP and TCP on one port): %w", last)
+}
+
+// Close stops the servers and the tunnel and deletes the proxy pod. It is safe to call more than
+// once and from a signal path.
+func (s *Session) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		if s.cancel != nil {
+			s.cancel()
+		}
+		for _, c := range s.closers {
+			_ = c.Close()
+		}
+		if s.fwd != nil {
+			_ = s.fwd.Close()
+		}
+		if s.podMade {
+			err = deletePod(s.opts.Client, s.opts.Namespace, s.PodName)
+			if err != nil {
+				err = fmt.Errorf("deleting proxy pod %s/%s: %w (delete it with: kubectl delete pod -n %s %s)", s.opts.Namespace, s.PodName, err, s.opts.Namespace, s.PodName)
+				fmt.Fprintf(s.opts.Stderr, "kubectl-tp: %v\n", err)
+			}
+		}
+	})
+	return err
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func owner() string {
+	name := "unknown"
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	host, _ := os.Hostname()
+	return name + "@" + host
+}
+
+// cleanAPIError shortens admission errors to their message.
+func cleanAPIError(err error) error {
+	msg := err.Error()
+	if i := strings.Index(msg, "is forbidden: "); i >= 0 {
+		return errors.New(msg[i+len("is forbidden: "):])
+	}
+	return err
+}

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	// fetchTimeout bounds a /fetch request to another address.
+	fetchTimeout = 10 * time.Second
+	// maxMiB caps /bytes so a typo cannot stream for hours.
+	maxMiB = 64 << 10
+)
+
+// mib is the reusable buffer /bytes writes from.
+var mib = func() []byte {
+	b := make([]byte, 1<<20)
+	for i := range b {
+		b[i] = byte('a' + i%26)
+	}
+	return b
+}()
+
+// app holds what the HTTP handlers serve.
+type app struct {
+	hostname string
+	color    string
+	caPEM    []byte
+}
+
+// handler returns the endpoints served on the plain and TLS ports.
+func (a *app) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "testapp %s\n", a.hostname)
+	})
+	mux.HandleFunc("GET /env", handleEnv)
+	mux.HandleFunc("GET /file", handleFile)
+	mux.HandleFunc("GET /bytes", handleBytes)
+	mux.HandleFunc("GET /fetch", handleFetch)
+	mux.HandleFunc("GET /color", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, a.color+"\n")
+	})
+	mux.HandleFunc("GET /healthz", handleHealthz)
+	mux.HandleFunc("GET /ca.pem", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		w.Write(a.caPEM)
+	})
+	return mux
+}
+
+// healthHandler returns the health port's handler: GET /healthz only.
+func healthHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", handleHealthz)
+	return mux
+}
+
+// handleHealthz answers "ok".
+func handleHealthz(w http.ResponseWriter, r *http.Request) {
+	io.WriteString(w, "ok")
+}
+
+// handleEnv serves the process environment as a JSON object.
+func handleEnv(w http.ResponseWriter, r *http.Request) {
+	env := map[string]string{}
+	for _, kv := range os.Environ() {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(env)
+}
+
+// handleFile serves the file named by the path query parameter.
+func handleFile(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Query().Get("path")
+	if p == "" {
+		http.Error(w, "missing path parameter", http.StatusBadRequest)
+		return
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusForbidden)
+		return
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if !st.Mode().IsRegular() {
+		http.Error(w, p+" is not a regular file", http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(st.Size(), 10))
+	io.Copy(w, f)
+}
+
+// handleBytes serves mb MiB of filler data.
+func handleBytes(w http.ResponseWriter, r *http.Request) {
+	n, err := strconv.Atoi(r.URL.Query().Get("mb"))
+	if err != nil || n < 0 || n > maxMiB {
+		http.Error(w, fmt.Sprintf("mb must be an integer from 0 to %d", maxMiB), http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(int64(n)<<20, 10))
+	for range n {
+		if _, err := w.Write(mib); err != nil {
+			return
+		}
+	}
+}
+
+// fetchClient is the client /fetch uses.
+var fetchClient = &http.Client{Timeout: fetchTimeout}
+
+// handleFetch fetches the url query parameter and relays its status and body.
+func handleFetch(w http.ResponseWriter, r *http.Request) {
+	u := r.URL.Query().Get("url")
+	if u == "" {
+		http.Error(w, "missing url parameter", http.StatusBadRequest)
+		return
+	}
+	resp, err := fetchClient.Get(u)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "" {
+		w.Header().Set("Content-Type", ct)
+	}
+	w.WriteHeader(resp.StatusCode)
+	io.Copy(w, resp.Body)
+}

@@ -1,0 +1,89 @@
+// Command testapp is the application the e2e tests run in the cluster. It serves a few
+// HTTP endpoints on a plain port and on a TLS port (with a self-signed certificate made
+// in memory at start and published at /ca.pem), a raw TCP echo port and a plain health
+// port, and shuts down gracefully on SIGTERM or SIGINT.
+//
+// It leaves out: persistent or CA-issued certificates, authentication, HTTP/2 tuning,
+// metrics and any configuration file; it is a test fixture, not a product.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// shutdownTimeout bounds how long a graceful shutdown waits for open requests.
+const shutdownTimeout = 10 * time.Second
+
+func main() {
+	cfg, err := parseFlags(flag.CommandLine, os.Args[1:], os.Getenv)
+	if err != nil {
+		os.Exit(2)
+	}
+	if err := run(cfg); err != nil {
+		log.Fatalf("testapp: %v", err)
+	}
+}
+
+// parseFlags reads the configuration from args, with environment defaults from getenv.
+func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) (config, error) {
+	var cfg config
+	var names string
+	fs.StringVar(&cfg.httpAddr, "http", envOr(getenv, "HTTP_ADDR", ":8080"), "plain HTTP listen `address` (env HTTP_ADDR; empty disables)")
+	fs.StringVar(&cfg.httpsAddr, "https", ":8443", "HTTPS listen `address` (empty disables)")
+	fs.StringVar(&cfg.echoAddr, "echo", ":9000", "raw TCP echo listen `address` (empty disables)")
+	fs.StringVar(&cfg.healthAddr, "health", ":8081", "health-check HTTP listen `address` (empty disables)")
+	fs.StringVar(&names, "tls-names", "localhost", "comma-separated DNS `names` and IPs of the TLS certificate")
+	fs.StringVar(&cfg.color, "color", envOr(getenv, "COLOR", "green"), "`color` served at /color (env COLOR)")
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() != 0 {
+		err := fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+		fmt.Fprintln(fs.Output(), "testapp:", err)
+		return config{}, err
+	}
+	for _, n := range strings.Split(names, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			cfg.tlsNames = append(cfg.tlsNames, n)
+		}
+	}
+	return cfg, nil
+}
+
+// envOr returns the environment variable key, or def when it is unset or empty.
+func envOr(getenv func(string) string, key, def string) string {
+	if v := getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// run serves until SIGTERM or SIGINT, then shuts down gracefully.
+func run(cfg config) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	s, err := start(cfg)
+	if err != nil {
+		return err
+	}
+	log.Printf("testapp: listening http=%s https=%s echo=%s health=%s color=%s",
+		s.httpAddr, s.httpsAddr, s.echoAddr, s.healthAddr, cfg.color)
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Print("testapp: signal received, shutting down")
+	case serveErr = <-s.errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	return errors.Join(serveErr, s.shutdown(sctx))
+}

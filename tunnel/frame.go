@@ -1,0 +1,168 @@
+// Package tunnel defines the wire protocol spoken between kubectl-tp on the laptop and
+// podshim in the cluster, and implements its client side.
+//
+// Every proxied connection travels over its own fresh byte stream (in production a
+// Kubernetes port-forward stream). A stream starts with one request frame from the
+// client (a 4-byte big-endian length followed by JSON, at most [MaxFrameSize] bytes)
+// and one response frame from the server; what follows depends on the operation:
+//
+//   - [OpHello]: the server reports its version and resolver configuration, then the
+//     stream becomes a heartbeat channel carrying [OpPing] frames and their responses.
+//   - [OpDial]: the server dials a TCP address; after a successful response the stream
+//     carries the raw bytes of that connection, with half-close propagated.
+//   - [OpDNS]: the stream carries DNS messages in TCP framing (2-byte length prefix);
+//     several queries may be outstanding and answers may arrive in any order.
+//
+// The package holds the frame helpers, the [Request] and [Response] types, the error
+// codes and [Client]. It leaves out the server (package podshim), the transport that
+// opens streams (the caller supplies [Client.Open]), reconnection policy, and version
+// compatibility decisions (the caller compares [HelloInfo.Version]). It imports
+// nothing from k8s.io.
+package tunnel
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// MaxFrameSize is the largest JSON payload a frame may carry, in bytes.
+const MaxFrameSize = 64 << 10
+
+// ErrFrameTooLarge is returned by [ReadFrame] and [WriteFrame] for a frame whose
+// payload exceeds [MaxFrameSize].
+var ErrFrameTooLarge = errors.New("tunnel: frame larger than 64 KiB")
+
+// Operations carried in [Request.Op].
+const (
+	// OpHello asks for the server's identity and opens a heartbeat channel.
+	OpHello = "hello"
+	// OpPing is a heartbeat sent on a hello stream after the hello exchange.
+	OpPing = "ping"
+	// OpDial asks the server to open a TCP connection to [Request.Addr].
+	OpDial = "dial"
+	// OpDNS turns the stream into a channel of DNS queries and answers.
+	OpDNS = "dns"
+)
+
+// Error codes carried in [Response.Code]. The empty string means success.
+const (
+	// CodeRefused means the destination actively refused the connection.
+	CodeRefused = "refused"
+	// CodeUnreachable means there was no route to the destination network or host.
+	CodeUnreachable = "unreachable"
+	// CodeNXDomain means the destination host name does not exist.
+	CodeNXDomain = "nxdomain"
+	// CodeTimeout means the operation timed out in the pod.
+	CodeTimeout = "timeout"
+	// CodeAuth means the request's token was wrong.
+	CodeAuth = "auth"
+	// CodeBadRequest means the request was malformed or unsupported.
+	CodeBadRequest = "bad-request"
+	// CodeError is any other failure.
+	CodeError = "error"
+)
+
+// Request is the first frame of every stream, sent by the client, and also the
+// frame type of heartbeat pings.
+type Request struct {
+	// Op is one of OpHello, OpPing, OpDial or OpDNS.
+	Op string `json:"op"`
+	// Token is the per-session secret shared by client and server.
+	Token string `json:"token,omitempty"`
+	// Version is the client's build version, for diagnostics.
+	Version string `json:"version,omitempty"`
+	// Network is the network to dial for OpDial; only "tcp" is supported.
+	Network string `json:"network,omitempty"`
+	// Addr is the "host:port" to dial for OpDial.
+	Addr string `json:"addr,omitempty"`
+}
+
+// Response is the server's answer to a [Request].
+type Response struct {
+	// OK reports success.
+	OK bool `json:"ok"`
+	// Code classifies a failure; empty on success.
+	Code string `json:"code,omitempty"`
+	// Error is a human-readable failure description.
+	Error string `json:"error,omitempty"`
+	// Version is the server's build version (OpHello).
+	Version string `json:"version,omitempty"`
+	// Hostname is the pod's host name (OpHello).
+	Hostname string `json:"hostname,omitempty"`
+	// Nameservers are the pod's resolv.conf nameservers (OpHello).
+	Nameservers []string `json:"nameservers,omitempty"`
+	// Search is the pod's resolv.conf search list (OpHello).
+	Search []string `json:"search,omitempty"`
+	// Ndots is the pod's resolv.conf ndots option (OpHello).
+	Ndots int `json:"ndots,omitempty"`
+}
+
+// WriteFrame encodes v as JSON and writes it to w as one length-prefixed frame.
+func WriteFrame(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("tunnel: encoding frame: %w", err)
+	}
+	if len(b) > MaxFrameSize {
+		return ErrFrameTooLarge
+	}
+	buf := make([]byte, 4+len(b))
+	binary.BigEndian.PutUint32(buf, uint32(len(b)))
+	copy(buf[4:], b)
+	if _, err := w.Write(buf); err != nil {
+		return fmt.Errorf("tunnel: writing frame: %w", err)
+	}
+	return nil
+}
+
+// ReadFrame reads one length-prefixed frame from r and decodes its JSON into v.
+// It reads exactly the frame's bytes, so r may carry other data afterwards.
+// A frame larger than [MaxFrameSize] yields [ErrFrameTooLarge] without reading
+// its payload.
+func ReadFrame(r io.Reader, v any) error {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return fmt.Errorf("tunnel: reading frame header: %w", err)
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n > MaxFrameSize {
+		return ErrFrameTooLarge
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return fmt.Errorf("tunnel: reading frame payload: %w", err)
+	}
+	if err := json.Unmarshal(buf, v); err != nil {
+		return fmt.Errorf("tunnel: decoding frame: %w", err)
+	}
+	return nil
+}
+
+// DialError is the error returned by [Client.DialContext] (and other Client methods)
+// when the server answered with a failure.
+type DialError struct {
+	// Code is one of the Code constants, e.g. CodeRefused.
+	Code string
+	// Msg is the server's description of the failure.
+	Msg string
+}
+
+// Error implements the error interface.
+func (e *DialError) Error() string {
+	if e.Msg == "" {
+		return "tunnel: " + e.Code
+	}
+	return fmt.Sprintf("tunnel: %s: %s", e.Code, e.Msg)
+}
+
+// responseError converts a failed Response into a *DialError.
+func responseError(r *Response) error {
+	code := r.Code
+	if code == "" {
+		code = CodeError
+	}
+	return &DialError{Code: code, Msg: r.Error}
+}
