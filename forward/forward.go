@@ -183,16 +183,20 @@ func (f *Forwarder) streams(conn httpstream.Connection) (*streamConn, error) {
 		return nil, fmt.Errorf("port-forward: creating data stream: %w", err)
 	}
 	c := &streamConn{conn: conn, data: data, errStream: errStream, local: addr("local"), remote: addr(fmt.Sprintf("%s/%s:%d", f.Namespace, f.Pod, f.Port))}
-	go c.watchErrors()
+	c.start()
 	return c, nil
 }
 
-// streamConn adapts a port-forward data stream to net.Conn.
+// streamConn adapts a port-forward data stream to net.Conn. Reads go through an in-memory pipe fed
+// by one goroutine, so that read deadlines work as net.Conn promises (a port-forward stream has none
+// of its own); the copy costs one memmove per chunk. Write deadlines are not enforced: a write
+// blocks only while the API server's TCP connection is full.
 type streamConn struct {
 	conn          httpstream.Connection
 	data          httpstream.Stream
 	errStream     httpstream.Stream
 	local, remote net.Addr
+	pr, pw        net.Conn // pr is read by callers, pw is fed from data
 
 	errMu     sync.Mutex
 	remoteErr error
@@ -200,6 +204,15 @@ type streamConn struct {
 }
 
 var _ net.Conn = (*streamConn)(nil)
+
+func (c *streamConn) start() {
+	c.pr, c.pw = net.Pipe()
+	go c.watchErrors()
+	go func() {
+		_, _ = io.Copy(c.pw, c.data)
+		_ = c.pw.Close()
+	}()
+}
 
 func (c *streamConn) watchErrors() {
 	msg, err := io.ReadAll(c.errStream)
@@ -216,8 +229,8 @@ func (c *streamConn) watchErrors() {
 }
 
 func (c *streamConn) Read(p []byte) (int, error) {
-	n, err := c.data.Read(p)
-	if err != nil && n == 0 {
+	n, err := c.pr.Read(p)
+	if err == io.EOF && n == 0 {
 		c.errMu.Lock()
 		rerr := c.remoteErr
 		c.errMu.Unlock()
@@ -235,6 +248,7 @@ func (c *streamConn) CloseWrite() error { return c.data.Close() }
 
 func (c *streamConn) Close() error {
 	c.closeOnce.Do(func() {
+		_ = c.pr.Close()
 		_ = c.data.Reset()
 		c.conn.RemoveStreams(c.data, c.errStream)
 	})
@@ -244,10 +258,11 @@ func (c *streamConn) Close() error {
 func (c *streamConn) LocalAddr() net.Addr  { return c.local }
 func (c *streamConn) RemoteAddr() net.Addr { return c.remote }
 
-// Deadlines are not supported by port-forward streams; callers bound their work with contexts and
-// Close instead. They return nil so that libraries which set them defensively keep working.
-func (c *streamConn) SetDeadline(time.Time) error      { return nil }
-func (c *streamConn) SetReadDeadline(time.Time) error  { return nil }
+// SetDeadline sets the read deadline; see streamConn for write deadlines.
+func (c *streamConn) SetDeadline(t time.Time) error     { return c.pr.SetReadDeadline(t) }
+func (c *streamConn) SetReadDeadline(t time.Time) error { return c.pr.SetReadDeadline(t) }
+
+// SetWriteDeadline is accepted and not enforced; see streamConn.
 func (c *streamConn) SetWriteDeadline(time.Time) error { return nil }
 
 type addr string

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -131,6 +132,9 @@ func Start(ctx context.Context, opts Options) (*Session, error) {
 	_, err := opts.Client.CoreV1().Pods(opts.Namespace).Create(createCtx, pod, createOptions)
 	cancelCreate()
 	if err != nil {
+		if se, ok := err.(apierrors.APIStatus); ok && apierrors.IsNotFound(err) && se.Status().Details != nil && se.Status().Details.Kind == "namespaces" {
+			return nil, fmt.Errorf("namespace %q does not exist; choose one with -n (kubectl get namespaces)", opts.Namespace)
+		}
 		return nil, fmt.Errorf("creating proxy pod in namespace %q: %w", opts.Namespace, cleanAPIError(err))
 	}
 	s.podMade = true

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -92,8 +93,18 @@ func (o *RunOptions) Complete(cmd *cobra.Command, args []string) error {
 	if len(o.Command) == 0 {
 		return nil // Validate reports it
 	}
+	loader := o.configFlags.ToRawKubeConfigLoader()
+	if ctxName := *o.configFlags.Context; ctxName != "" {
+		raw, err := loader.RawConfig()
+		if err != nil {
+			return kubeconfigError(err)
+		}
+		if _, ok := raw.Contexts[ctxName]; !ok {
+			return fmt.Errorf("context %q does not exist in your kubeconfig; list them with: kubectl config get-contexts", ctxName)
+		}
+	}
 	var err error
-	o.namespace, _, err = o.configFlags.ToRawKubeConfigLoader().Namespace()
+	o.namespace, _, err = loader.Namespace()
 	if err != nil {
 		return kubeconfigError(err)
 	}
@@ -126,17 +137,29 @@ func (o *RunOptions) Run(ctx context.Context) error {
 	}
 	// Signals during start-up cancel it (and the pod is deleted); once the child runs, the session's
 	// child runner forwards them to the child instead.
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	var got atomic.Value // the first signal received
+	go func() {
+		select {
+		case s := <-sigs:
+			got.Store(s)
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	code, err := session.Run(ctx, session.Options{
 		Config: o.config, Client: o.client, Namespace: o.namespace,
 		Image: o.Image, Command: o.Command, IdleTimeout: o.IdleTimeout, StartTimeout: o.StartTimeout,
 		Stdin: o.In, Stdout: o.Out, Stderr: o.ErrOut, Quiet: o.Quiet,
 	})
 	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			err = errors.New("interrupted; the proxy pod was removed")
-			code = 130
+		if s, ok := got.Load().(syscall.Signal); ok && errors.Is(err, context.Canceled) {
+			err = fmt.Errorf("interrupted by %s while starting", s)
+			code = 128 + int(s)
 		}
 		if code == 0 {
 			code = 1

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -126,7 +125,7 @@ func TestRunTwoSessions(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// Both sessions overlap: each waits until the other's pod exists.
+			// The two sessions overlap: each lives for 3 s between its two requests.
 			*r = tp(t, "run", "-n", ns, "--quiet", "--", "sh", "-ec", `curl -sf http://web:8080/color; sleep 3; curl -sf http://web:8080/color`)
 		}()
 	}
@@ -235,7 +234,7 @@ func TestRunBadInput(t *testing.T) {
 		{"missing namespace", []string{"run", "-n", "no-such-ns-" + randomSuffix(), "--", "true"}, "does not exist"},
 		{"no command", []string{"run", "-n", ns}, "no command given"},
 		{"command not found", []string{"run", "-n", ns, "--", "no-such-command-tp"}, "command not found"},
-		{"image cannot be pulled", []string{"run", "-n", ns, "--image", "kubectl-tp.invalid/none:1", "--", "true"}, "cannot be pulled"},
+		{"image cannot be pulled", []string{"run", "-n", ns, "--image", "127.0.0.1:1/kubectl-tp/none:1", "--", "true"}, "cannot be pulled"},
 		{"no pods/portforward permission", []string{"run", "-n", ns, "--kubeconfig", limitedKubeconfig, "--", "true"}, "create pods/portforward"},
 	}
 	for _, tc := range cases {
@@ -300,4 +299,3 @@ current-context: limited
 	return path
 }
 
-var _ = exec.Command
