@@ -298,4 +298,3 @@ current-context: limited
 	t.Cleanup(func() { _ = os.Remove(path) })
 	return path
 }
-
