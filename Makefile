@@ -14,7 +14,7 @@ KBIN ?= /var/cache/kubectl-tp/k8s-v1.34.4
 export PATH := $(KBIN):/usr/local/go/bin:$(PATH)
 E2E_TIMEOUT ?= 45m
 
-.PHONY: all build image test unit lint e2e demo cluster-up cluster-down cluster-status clean
+.PHONY: all build image test unit lint e2e bench demo cluster-up cluster-down cluster-status clean
 
 all: build image
 
@@ -44,6 +44,12 @@ test: lint unit e2e
 ## e2e: end-to-end tests against $(E2E_KUBECONFIG) (the local cluster, brought up if needed)
 e2e: build image cluster-up
 	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v ./tests/e2e/
+
+## bench: kubectl-tp beside kubectl run / kubectl port-forward on the local cluster (BENCH_RTT=0,20ms,80ms)
+BENCH_RTT ?= 0
+BENCH_RUNS ?= 5
+bench: build image cluster-up
+	$(GO) run ./tests/bench -plugin bin/kubectl-tp -rtt $(BENCH_RTT) -runs $(BENCH_RUNS)
 
 ## demo: bring up the local cluster and show the plugin working (see README)
 demo: build image cluster-up

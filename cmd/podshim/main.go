@@ -32,8 +32,13 @@ func run(args []string) int {
 	listen := fs.String("listen", "127.0.0.1:4747", "address to listen on")
 	idle := fs.Duration("idle-timeout", podshim.DefaultIdleTimeout, "exit after no client has been heard from for this long")
 	insecure := fs.Bool("insecure-no-token", false, "accept requests without a token (testing only)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *showVersion {
+		fmt.Println("podshim", version.Version)
+		return 0
 	}
 	logger := log.New(os.Stderr, "podshim: ", log.LstdFlags|log.LUTC)
 	token := os.Getenv("TP_TOKEN")

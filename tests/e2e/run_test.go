@@ -298,3 +298,26 @@ current-context: limited
 	t.Cleanup(func() { _ = os.Remove(path) })
 	return path
 }
+
+// TestRunForwardsSignals sends SIGTERM to the plugin while the child runs: the child must get it,
+// its exit code must be ours, and the pod must be gone.
+func TestRunForwardsSignals(t *testing.T) {
+	ns := namespace(t)
+	marker := workDir + "/trap-ready-" + randomSuffix()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := tpCmd(ctx, "run", "-n", ns, "--quiet", "--", "sh", "-c", `trap 'echo got-term; exit 42' TERM; touch `+marker+`; while :; do sleep 0.1; done`)
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "the child to start", func() error { _, err := os.Stat(marker); return err })
+	defer os.Remove(marker)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 42 || !strings.Contains(stdout.String(), "got-term") {
+		t.Fatalf("exit code %d, stdout %q; want 42 and got-term", code, stdout.String())
+	}
+	noPodsLeft(t, ns, 20*time.Second)
+}
