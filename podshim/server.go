@@ -62,6 +62,9 @@ type Server struct {
 	// Dial opens outgoing connections; nil means a net.Dialer (which uses the pod's
 	// resolver and search list).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Environ returns the environment the env op reports ("KEY=value" entries); nil
+	// means os.Environ. Meant for tests.
+	Environ func() []string
 
 	lastHeard atomic.Int64 // unix nanoseconds
 }
@@ -197,6 +200,14 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		s.serveDial(ctx, c, &req)
 	case tunnel.OpDNS:
 		s.serveDNS(ctx, c)
+	case tunnel.OpEnv:
+		s.serveEnv(c)
+	case tunnel.OpFiles:
+		s.serveFiles(ctx, c, &req)
+	case tunnel.OpExpose:
+		s.serveExpose(ctx, c, &req)
+	case tunnel.OpAccept:
+		s.serveAccept(ctx, c)
 	default:
 		s.reply(c, fail(tunnel.CodeBadRequest, fmt.Sprintf("unknown op %q", req.Op)))
 	}

@@ -13,6 +13,9 @@ type Endpoints struct {
 	SOCKS, HTTP, DNS   string // host:port on loopback
 	Username, Password string // per-session proxy credentials
 	Namespace, Pod     string
+	// Root and Mounts are the local copy of the workload's volumes (empty without --from).
+	Root   string
+	Mounts []string
 }
 
 // noProxy keeps loopback traffic away from the proxies.
@@ -34,6 +37,10 @@ func ChildEnv(base []string, e Endpoints) []string {
 		"TP_SOCKS":     e.SOCKS,
 		"TP_NAMESPACE": e.Namespace,
 		"TP_POD":       e.Pod,
+	}
+	if e.Root != "" {
+		set["TP_ROOT"] = e.Root
+		set["TP_MOUNTS"] = mountsEnv(e.Mounts)
 	}
 	java := strings.Join([]string{
 		"-DsocksProxyHost=" + socksHost,

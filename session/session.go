@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"os/user"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -25,10 +26,12 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/kubectl-tp/kubectl-tp/envcapture"
 	"github.com/kubectl-tp/kubectl-tp/forward"
 	"github.com/kubectl-tp/kubectl-tp/internal/version"
 	"github.com/kubectl-tp/kubectl-tp/proxy"
 	"github.com/kubectl-tp/kubectl-tp/tunnel"
+	"github.com/kubectl-tp/kubectl-tp/volumes"
 )
 
 // Options configure a session. Config, Client, Namespace, Image and Command are required.
@@ -51,6 +54,22 @@ type Options struct {
 	Stdout, Stderr io.Writer
 	// Quiet silences progress output (errors are still printed by the caller).
 	Quiet bool
+
+	// From, when set, is the workload the proxy pod is built like (env, volumes, service account).
+	From *Target
+	// EnvFile, EnvJSON and EnvSyntax ask for the captured environment in files (with From).
+	EnvFile, EnvJSON, EnvSyntax string
+	// Mount is "true" or "" (volumes copied to a private temporary directory, removed on exit),
+	// "false" (not copied) or a directory of the user's choice (kept on exit).
+	Mount string
+	// MaxVolumeBytes bounds the copy of one volume (default 10 MiB).
+	MaxVolumeBytes int64
+	// Swap, when set, names a Deployment to swap for the proxy pod (Kind "deployments"): From is
+	// then the same workload, and the pod keeps the template's labels so its Services select it.
+	Swap *Target
+	// Expose are the ports the proxy pod listens on and carries back to local ports; with Swap,
+	// every TCP containerPort of the container is added (same local port) unless remapped here.
+	Expose []PortMap
 }
 
 // Session is a running session. Its fields are valid after Start returns without error.
@@ -59,6 +78,8 @@ type Session struct {
 	ID        string
 	PodName   string
 	Endpoints Endpoints
+	// Captured is the environment of the target workload (with From), filtered for the child.
+	Captured []string
 
 	fwd       *forward.Forwarder
 	client    *tunnel.Client
@@ -67,6 +88,13 @@ type Session struct {
 	closers   []io.Closer
 	podMade   bool
 	closeOnce sync.Once
+
+	mirror     *volumes.Mirror
+	removeRoot bool
+	// swapped is the Deployment this session scaled down ("" when none).
+	swapped string
+	// Exposed are the ports served back to the laptop (pod port → local port).
+	Exposed []PortMap
 }
 
 func (o *Options) defaults() {
@@ -81,6 +109,9 @@ func (o *Options) defaults() {
 	}
 	if o.Stderr == nil {
 		o.Stderr = io.Discard
+	}
+	if o.MaxVolumeBytes == 0 {
+		o.MaxVolumeBytes = 10 << 20
 	}
 }
 
@@ -100,7 +131,7 @@ func Run(ctx context.Context, opts Options) (int, error) {
 	}
 	code, err := Child{
 		Argv:  opts.Command,
-		Env:   ChildEnv(os.Environ(), s.Endpoints),
+		Env:   ChildEnv(envcapture.Merge(os.Environ(), s.Captured), s.Endpoints),
 		Stdin: opts.Stdin, Stdout: opts.Stdout, Stderr: opts.Stderr,
 	}.Run()
 	return code, err
@@ -116,22 +147,77 @@ func Start(ctx context.Context, opts Options) (*Session, error) {
 	id := randomHex(6)
 	s := &Session{opts: opts, ID: id, PodName: "tp-" + id}
 	p.set("checking permissions in namespace " + opts.Namespace)
-	if err := Preflight(ctx, opts.Client, opts.Namespace, RunPermissions); err != nil {
+	if opts.Swap != nil {
+		opts.From = opts.Swap
+		s.opts.From = opts.Swap
+	}
+	perms := RunPermissions
+	if opts.Swap != nil {
+		perms = append(slices.Clone(perms), SwapPermissions...)
+	} else if opts.From != nil {
+		perms = append(slices.Clone(perms), opts.From.Permission())
+	}
+	if err := Preflight(ctx, opts.Client, opts.Namespace, perms); err != nil {
 		return nil, err
 	}
 
 	token := randomHex(16)
-	pod := buildPod(podSpec{
+	spec := podSpec{
 		Name: s.PodName, Namespace: opts.Namespace, SessionID: id, Owner: owner(),
 		Image: opts.Image, Token: token, IdleTimeout: opts.IdleTimeout,
-	})
+	}
+	pod := buildPod(spec)
+	if opts.From != nil {
+		p.set("reading " + opts.From.String())
+		tpl, err := opts.From.Template(ctx, opts.Client, opts.Namespace)
+		if err != nil {
+			return nil, err
+		}
+		c, err := pickContainer(tpl, opts.From.Container)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", opts.From, err)
+		}
+		pod = podFromTemplate(spec, tpl, c, opts.From.Kind+"/"+opts.From.Name+":"+c.Name)
+		if opts.Swap != nil {
+			keepLabels(pod, tpl)
+			s.Exposed = exposedPorts(c, opts.Expose)
+		}
+	}
+	if opts.Swap == nil {
+		s.Exposed = opts.Expose
+	}
+	exposePorts(pod, s.Exposed)
+	if opts.Swap != nil {
+		if w := hpaWarning(ctx, opts.Client, opts.Namespace, opts.Swap.Name); w != "" {
+			fmt.Fprintf(opts.Stderr, "kubectl-tp: warning: %s\n", w)
+		}
+		p.set("scaling deployment/" + opts.Swap.Name + " to 0")
+		// Like the pod create below: once sent, the claim must be known to Close, so it is not
+		// abandoned half-way by a signal.
+		s.swapped = opts.Swap.Name
+		claimCtx, cancelClaim := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		_, err := claimDeployment(claimCtx, opts.Client, opts.Namespace, opts.Swap.Name,
+			SwapInfo{Session: id, Pod: s.PodName, Owner: owner(), Started: time.Now()},
+			func(msg string) { fmt.Fprintf(opts.Stderr, "kubectl-tp: %s\n", msg) })
+		cancelClaim()
+		if err != nil {
+			s.swapped = ""
+			return nil, err
+		}
+		if err := ctx.Err(); err != nil {
+			return s, err
+		}
+	}
 	p.set("creating proxy pod " + s.PodName)
 	// The create must not be abandoned half-way by a signal: we could not know whether the pod
 	// exists. It gets its own bounded context; the session's ctx is checked right after.
 	createCtx, cancelCreate := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	_, err := opts.Client.CoreV1().Pods(opts.Namespace).Create(createCtx, pod, createOptions)
+	created, err := opts.Client.CoreV1().Pods(opts.Namespace).Create(createCtx, pod, createOptions)
 	cancelCreate()
 	if err != nil {
+		if s.swapped != "" {
+			_, _ = RestoreDeployment(opts.Client, opts.Namespace, s.swapped, id)
+		}
 		if se, ok := err.(apierrors.APIStatus); ok && apierrors.IsNotFound(err) && se.Status().Details != nil && se.Status().Details.Kind == "namespaces" {
 			return nil, fmt.Errorf("namespace %q does not exist; choose one with -n (kubectl get namespaces)", opts.Namespace)
 		}
@@ -169,6 +255,12 @@ func Start(ctx context.Context, opts Options) (*Session, error) {
 
 	user, pass := randomHex(8), randomHex(16)
 	s.Endpoints = Endpoints{Username: user, Password: pass, Namespace: opts.Namespace, Pod: s.PodName}
+	if opts.From != nil {
+		p.set("copying the environment and volumes of " + opts.From.String())
+		if err := s.capture(startCtx, runCtx, created); err != nil {
+			return s, err
+		}
+	}
 	if err := s.serve(runCtx); err != nil {
 		return s, err
 	}
@@ -286,6 +378,25 @@ func (s *Session) Close() error {
 		}
 		if s.fwd != nil {
 			_ = s.fwd.Close()
+		}
+		// Background work (heartbeat, servers, volume refresh) must stop before the copy is removed,
+		// or a last refresh could write it again.
+		waited := make(chan struct{})
+		go func() { s.wg.Wait(); close(waited) }()
+		select {
+		case <-waited:
+		case <-time.After(5 * time.Second):
+		}
+		if s.mirror != nil && s.removeRoot {
+			if rerr := s.mirror.Remove(); rerr != nil {
+				fmt.Fprintf(s.opts.Stderr, "kubectl-tp: removing the local copy of the volumes at %s: %v\n", s.mirror.Root, rerr)
+			}
+		}
+		if s.swapped != "" {
+			if _, rerr := RestoreDeployment(s.opts.Client, s.opts.Namespace, s.swapped, s.ID); rerr != nil {
+				err = fmt.Errorf("restoring deployment/%s: %w (run: kubectl tp cleanup -n %s)", s.swapped, rerr, s.opts.Namespace)
+				fmt.Fprintf(s.opts.Stderr, "kubectl-tp: %v\n", err)
+			}
 		}
 		if s.podMade {
 			err = deletePod(s.opts.Client, s.opts.Namespace, s.PodName)

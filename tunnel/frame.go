@@ -45,6 +45,17 @@ const (
 	OpDial = "dial"
 	// OpDNS turns the stream into a channel of DNS queries and answers.
 	OpDNS = "dns"
+	// OpEnv asks for podshim's own process environment (what the kubelet computed) in [Response.Env].
+	OpEnv = "env"
+	// OpFiles asks for the contents of the directories in [Request.Paths]; after the response the
+	// stream carries them as a tar archive (see package volumes).
+	OpFiles = "files"
+	// OpExpose asks the server to listen on [Request.Ports] on the pod's addresses; the stream stays
+	// open as long as the ports should stay exposed.
+	OpExpose = "expose"
+	// OpAccept parks the stream until an inbound connection reaches an exposed port; the server
+	// then sends a response naming [Response.Port] and the stream carries that connection.
+	OpAccept = "accept"
 )
 
 // Error codes carried in [Response.Code]. The empty string means success.
@@ -78,6 +89,12 @@ type Request struct {
 	Network string `json:"network,omitempty"`
 	// Addr is the "host:port" to dial for OpDial.
 	Addr string `json:"addr,omitempty"`
+	// Paths are the directories to send for OpFiles (the volume mount paths).
+	Paths []string `json:"paths,omitempty"`
+	// MaxBytes bounds the bytes of one path sent for OpFiles; 0 means the server's default.
+	MaxBytes int64 `json:"maxBytes,omitempty"`
+	// Ports are the pod ports to listen on for OpExpose.
+	Ports []int `json:"ports,omitempty"`
 }
 
 // Response is the server's answer to a [Request].
@@ -98,6 +115,12 @@ type Response struct {
 	Search []string `json:"search,omitempty"`
 	// Ndots is the pod's resolv.conf ndots option (OpHello).
 	Ndots int `json:"ndots,omitempty"`
+	// Env is podshim's process environment, "KEY=value" (OpEnv).
+	Env []string `json:"env,omitempty"`
+	// Port is the exposed pod port an accepted connection arrived on (OpAccept).
+	Port int `json:"port,omitempty"`
+	// Peer is the address of the in-cluster client of an accepted connection (OpAccept).
+	Peer string `json:"peer,omitempty"`
 }
 
 // WriteFrame encodes v as JSON and writes it to w as one length-prefixed frame.

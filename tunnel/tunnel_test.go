@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -57,7 +58,7 @@ func TestFrames(t *testing.T) {
 			switch {
 			case tt.wantErr == nil && err != nil:
 				t.Fatalf("ReadFrame: %v", err)
-			case tt.wantErr == nil && got != tt.want:
+			case tt.wantErr == nil && !reflect.DeepEqual(got, tt.want):
 				t.Fatalf("ReadFrame = %+v, want %+v", got, tt.want)
 			case tt.wantErr == errAny && err == nil:
 				t.Fatal("ReadFrame succeeded, want an error")

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-tp/kubectl-tp/internal/version"
 )
@@ -29,7 +30,7 @@ short-lived proxy pod. No root and no LD_PRELOAD are needed on your machine.`,
 	flags.AddFlags(root.PersistentFlags())
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
-	root.AddCommand(newVersionCommand(streams), newRunCommand(flags, streams))
+	root.AddCommand(newVersionCommand(streams), newRunCommand(flags, streams), newStatusCommand(flags, streams), newCleanupCommand(flags, streams))
 	return root
 }
 
@@ -44,4 +45,28 @@ func newVersionCommand(streams genericiooptions.IOStreams) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// clientFor returns the namespace and a clientset from the standard kubectl flags.
+func clientFor(flags *genericclioptions.ConfigFlags) (string, kubernetes.Interface, error) {
+	loader := flags.ToRawKubeConfigLoader()
+	if ctxName := *flags.Context; ctxName != "" {
+		raw, err := loader.RawConfig()
+		if err != nil {
+			return "", nil, kubeconfigError(err)
+		}
+		if _, ok := raw.Contexts[ctxName]; !ok {
+			return "", nil, fmt.Errorf("context %q does not exist in your kubeconfig; list them with: kubectl config get-contexts", ctxName)
+		}
+	}
+	ns, _, err := loader.Namespace()
+	if err != nil {
+		return "", nil, kubeconfigError(err)
+	}
+	cfg, err := flags.ToRESTConfig()
+	if err != nil {
+		return "", nil, kubeconfigError(err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	return ns, cs, err
 }

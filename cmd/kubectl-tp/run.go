@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/kubectl-tp/kubectl-tp/envcapture"
 	"github.com/kubectl-tp/kubectl-tp/internal/version"
 	"github.com/kubectl-tp/kubectl-tp/session"
 )
@@ -33,8 +34,18 @@ type RunOptions struct {
 	IdleTimeout time.Duration
 	// StartTimeout bounds the pod's start.
 	StartTimeout time.Duration
+	// From is the workload the session stands in for (--from TYPE/NAME[:CONTAINER]).
+	From string
+	// EnvFile and EnvJSON are paths to write the captured environment to; EnvSyntax is the
+	// syntax of EnvFile (docker, posix or json).
+	EnvFile, EnvJSON, EnvSyntax string
+	// Mount is where volume contents go: "true" (a private temporary directory), "false" (off)
+	// or a directory of the user's choice.
+	Mount string
 	// Command is the argv after --.
 	Command []string
+
+	target    *session.Target
 
 	namespace string
 	config    *rest.Config
@@ -75,6 +86,12 @@ TP_NAMESPACE/TP_POD. When COMMAND exits the pod is deleted and its exit code is 
 	cmd.Flags().BoolVarP(&o.Quiet, "quiet", "q", false, "print no progress while starting")
 	cmd.Flags().DurationVar(&o.IdleTimeout, "idle-timeout", 30*time.Second, "how long the proxy pod lives on after it last heard from this process (e.g. after a crash)")
 	cmd.Flags().DurationVar(&o.StartTimeout, "start-timeout", 2*time.Minute, "how long to wait for the proxy pod to start")
+	cmd.Flags().StringVar(&o.From, "from", "", "run like this workload (TYPE/NAME[:CONTAINER]; bare NAME means deployment/NAME): its env and volumes, without its traffic")
+	cmd.Flags().StringVar(&o.EnvFile, "env-file", "", "with --from: write the captured environment to this file (see --env-syntax)")
+	cmd.Flags().StringVar(&o.EnvJSON, "env-json", "", "with --from: write the captured environment to this file as JSON")
+	cmd.Flags().StringVar(&o.EnvSyntax, "env-syntax", "docker", "syntax of --env-file: docker (compose .env), posix (export lines) or json")
+	cmd.Flags().StringVar(&o.Mount, "mount", "true", "with --from: copy the workload's volumes to a private temporary directory (true), to DIR, or not at all (false)")
+	cmd.Flags().Lookup("mount").NoOptDefVal = "true"
 	return cmd
 }
 
@@ -93,26 +110,11 @@ func (o *RunOptions) Complete(cmd *cobra.Command, args []string) error {
 	if len(o.Command) == 0 {
 		return nil // Validate reports it
 	}
-	loader := o.configFlags.ToRawKubeConfigLoader()
-	if ctxName := *o.configFlags.Context; ctxName != "" {
-		raw, err := loader.RawConfig()
-		if err != nil {
-			return kubeconfigError(err)
-		}
-		if _, ok := raw.Contexts[ctxName]; !ok {
-			return fmt.Errorf("context %q does not exist in your kubeconfig; list them with: kubectl config get-contexts", ctxName)
-		}
-	}
 	var err error
-	o.namespace, _, err = loader.Namespace()
-	if err != nil {
-		return kubeconfigError(err)
+	if o.namespace, o.client, err = clientFor(o.configFlags); err != nil {
+		return err
 	}
 	o.config, err = o.configFlags.ToRESTConfig()
-	if err != nil {
-		return kubeconfigError(err)
-	}
-	o.client, err = kubernetes.NewForConfig(o.config)
 	return err
 }
 
@@ -120,6 +122,18 @@ func (o *RunOptions) Complete(cmd *cobra.Command, args []string) error {
 func (o *RunOptions) Validate() error {
 	if len(o.Command) == 0 {
 		return errors.New("no command given; put it after --, e.g. kubectl tp run -- ./app")
+	}
+	if o.From != "" {
+		t, err := session.ParseTarget(o.From)
+		if err != nil {
+			return fmt.Errorf("--from: %w", err)
+		}
+		o.target = &t
+	} else if o.EnvFile != "" || o.EnvJSON != "" {
+		return errors.New("--env-file and --env-json need a workload to capture from; add --from TYPE/NAME")
+	}
+	if _, err := envcapture.ParseSyntax(o.EnvSyntax); err != nil {
+		return fmt.Errorf("--env-syntax: %w", err)
 	}
 	if o.IdleTimeout < 5*time.Second {
 		return fmt.Errorf("--idle-timeout %s is too short; use 5s or more", o.IdleTimeout)
@@ -154,6 +168,7 @@ func (o *RunOptions) Run(ctx context.Context) error {
 	code, err := session.Run(ctx, session.Options{
 		Config: o.config, Client: o.client, Namespace: o.namespace,
 		Image: o.Image, Command: o.Command, IdleTimeout: o.IdleTimeout, StartTimeout: o.StartTimeout,
+		From: o.target, EnvFile: o.EnvFile, EnvJSON: o.EnvJSON, EnvSyntax: o.EnvSyntax, Mount: o.Mount,
 		Stdin: o.In, Stdout: o.Out, Stderr: o.ErrOut, Quiet: o.Quiet,
 	})
 	if err != nil {

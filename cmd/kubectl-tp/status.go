@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubectl-tp/kubectl-tp/session"
+)
+
+// SessionStatus is one session as `kubectl tp status -o json|yaml` prints it.
+type SessionStatus struct {
+	Session   string    `json:"session"`
+	Namespace string    `json:"namespace"`
+	Pod       string    `json:"pod"`
+	Phase     string    `json:"phase"`
+	Alive     bool      `json:"alive"`
+	Owner     string    `json:"owner,omitempty"`
+	From      string    `json:"from,omitempty"`
+	Swapped   string    `json:"swappedDeployment,omitempty"`
+	Started   time.Time `json:"started"`
+}
+
+// StatusOptions are the options of `kubectl tp status`.
+type StatusOptions struct {
+	configFlags *genericclioptions.ConfigFlags
+	genericiooptions.IOStreams
+	// AllNamespaces lists sessions of every namespace.
+	AllNamespaces bool
+	// Output is "", "wide", "json" or "yaml".
+	Output string
+
+	namespace string
+	client    kubernetes.Interface
+}
+
+func newStatusCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &StatusOptions{configFlags: flags, IOStreams: streams}
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "List kubectl-tp sessions and the Deployments they swapped",
+		Example: `  kubectl tp status
+  kubectl tp status -A -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Complete(); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().BoolVarP(&o.AllNamespaces, "all-namespaces", "A", false, "list sessions of every namespace")
+	cmd.Flags().StringVarP(&o.Output, "output", "o", "", "output format: json or yaml (default: a table)")
+	return cmd
+}
+
+// Complete reads the kubeconfig.
+func (o *StatusOptions) Complete() error {
+	var err error
+	o.namespace, o.client, err = clientFor(o.configFlags)
+	return err
+}
+
+// Validate checks the output format.
+func (o *StatusOptions) Validate() error {
+	switch o.Output {
+	case "", "json", "yaml":
+		return nil
+	}
+	return fmt.Errorf("--output %q is not supported; use json or yaml", o.Output)
+}
+
+// Run prints the sessions.
+func (o *StatusOptions) Run(ctx context.Context) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	list, err := Sessions(ctx, o.client, nsOrAll(o.namespace, o.AllNamespaces))
+	if err != nil {
+		return err
+	}
+	return printSessions(o.Out, list, o.Output)
+}
+
+// Sessions lists the proxy pods of ns ("" = all namespaces) with the Deployments they swapped.
+func Sessions(ctx context.Context, cs kubernetes.Interface, ns string) ([]SessionStatus, error) {
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: session.LabelManagedBy + "=" + session.ManagedBy})
+	if err != nil {
+		return nil, fmt.Errorf("listing sessions: %w", err)
+	}
+	swapped := map[string]string{} // ns/pod → deployment
+	if deps, err := cs.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{}); err == nil {
+		for _, d := range deps.Items {
+			if pod := d.Annotations[session.AnnotationSwapPod]; pod != "" {
+				swapped[d.Namespace+"/"+pod] = d.Name
+			}
+		}
+	}
+	out := make([]SessionStatus, 0, len(pods.Items))
+	for _, p := range pods.Items {
+		out = append(out, SessionStatus{
+			Session: p.Labels[session.LabelSession], Namespace: p.Namespace, Pod: p.Name,
+			Phase: string(p.Status.Phase), Alive: p.DeletionTimestamp == nil && (p.Status.Phase == corev1.PodRunning || p.Status.Phase == corev1.PodPending),
+			Owner: p.Annotations[session.AnnotationOwner], From: p.Annotations[session.AnnotationFrom],
+			Swapped: swapped[p.Namespace+"/"+p.Name], Started: p.CreationTimestamp.Time,
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
+	return out, nil
+}
+
+func printSessions(w io.Writer, list []SessionStatus, format string) error {
+	switch format {
+	case "json":
+		b, err := json.MarshalIndent(list, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(w, string(b))
+		return err
+	case "yaml":
+		b, err := yaml.Marshal(list)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	}
+	if len(list) == 0 {
+		_, err := fmt.Fprintln(w, "No kubectl-tp sessions.")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAMESPACE\tSESSION\tPOD\tSTATE\tOWNER\tFROM\tSWAPPED\tAGE")
+	for _, s := range list {
+		state := "alive"
+		if !s.Alive {
+			state = "dead (" + s.Phase + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Namespace, s.Session, s.Pod, state, dash(s.Owner), dash(s.From), dash(s.Swapped), time.Since(s.Started).Round(time.Second))
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func nsOrAll(ns string, all bool) string {
+	if all {
+		return ""
+	}
+	return ns
+}

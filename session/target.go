@@ -1,0 +1,236 @@
+package session
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+)
+
+// Target names the workload a session stands in for: --from TYPE/NAME[:CONTAINER].
+type Target struct {
+	// Kind is the canonical resource: deployments, statefulsets, daemonsets, replicasets or pods.
+	Kind string
+	// Name is the workload's name.
+	Name string
+	// Container is the chosen container; empty means the default one.
+	Container string
+}
+
+// kinds maps every accepted spelling to the canonical resource name.
+var kinds = map[string]string{
+	"deployment": "deployments", "deployments": "deployments", "deploy": "deployments",
+	"statefulset": "statefulsets", "statefulsets": "statefulsets", "sts": "statefulsets",
+	"daemonset": "daemonsets", "daemonsets": "daemonsets", "ds": "daemonsets",
+	"replicaset": "replicasets", "replicasets": "replicasets", "rs": "replicasets",
+	"pod": "pods", "pods": "pods", "po": "pods",
+}
+
+// DefaultContainerAnnotation names the default container, as kubectl understands it.
+const DefaultContainerAnnotation = "kubectl.kubernetes.io/default-container"
+
+// ParseTarget parses TYPE/NAME[:CONTAINER]; a bare NAME means deployment/NAME.
+func ParseTarget(s string) (Target, error) {
+	if s == "" {
+		return Target{}, fmt.Errorf("empty workload; use TYPE/NAME[:CONTAINER], e.g. deployment/api:app")
+	}
+	rest, container, _ := strings.Cut(s, ":")
+	kind, name, hasKind := strings.Cut(rest, "/")
+	if !hasKind {
+		kind, name = "deployment", rest
+	}
+	canon, ok := kinds[strings.ToLower(kind)]
+	if !ok {
+		return Target{}, fmt.Errorf("workload type %q is not supported; use one of deployment, statefulset, daemonset, replicaset, pod (e.g. deployment/%s)", kind, name)
+	}
+	if name == "" || strings.Contains(name, "/") {
+		return Target{}, fmt.Errorf("workload %q has no valid name; use TYPE/NAME[:CONTAINER], e.g. deployment/api:app", s)
+	}
+	return Target{Kind: canon, Name: name, Container: container}, nil
+}
+
+func (t Target) String() string {
+	s := strings.TrimSuffix(t.Kind, "s") + "/" + t.Name
+	if t.Container != "" {
+		s += ":" + t.Container
+	}
+	return s
+}
+
+// Permission is what reading the target needs.
+func (t Target) Permission() Permission { return Permission{Verb: "get", Resource: t.Kind} }
+
+// Template fetches the target's pod template (for a Pod: its metadata and spec).
+func (t Target) Template(ctx context.Context, cs kubernetes.Interface, ns string) (*corev1.PodTemplateSpec, error) {
+	var tpl *corev1.PodTemplateSpec
+	var err error
+	opts := metav1.GetOptions{}
+	switch t.Kind {
+	case "deployments":
+		d, e := cs.AppsV1().Deployments(ns).Get(ctx, t.Name, opts)
+		err = e
+		if err == nil {
+			tpl = &d.Spec.Template
+		}
+	case "statefulsets":
+		s, e := cs.AppsV1().StatefulSets(ns).Get(ctx, t.Name, opts)
+		err = e
+		if err == nil {
+			tpl = &s.Spec.Template
+		}
+	case "daemonsets":
+		d, e := cs.AppsV1().DaemonSets(ns).Get(ctx, t.Name, opts)
+		err = e
+		if err == nil {
+			tpl = &d.Spec.Template
+		}
+	case "replicasets":
+		r, e := cs.AppsV1().ReplicaSets(ns).Get(ctx, t.Name, opts)
+		err = e
+		if err == nil {
+			tpl = &r.Spec.Template
+		}
+	case "pods":
+		p, e := cs.CoreV1().Pods(ns).Get(ctx, t.Name, opts)
+		err = e
+		if err == nil {
+			tpl = &corev1.PodTemplateSpec{ObjectMeta: p.ObjectMeta, Spec: p.Spec}
+		}
+	default:
+		return nil, fmt.Errorf("workload type %q is not supported", t.Kind)
+	}
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("%s not found in namespace %q; list them with: kubectl get %s -n %s", t.String(), ns, t.Kind, ns)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", t, err)
+	}
+	return tpl, nil
+}
+
+// pickContainer chooses the target container: the named one, else the default-container
+// annotation, else the first.
+func pickContainer(tpl *corev1.PodTemplateSpec, want string) (*corev1.Container, error) {
+	if want == "" {
+		want = tpl.Annotations[DefaultContainerAnnotation]
+	}
+	if want == "" && len(tpl.Spec.Containers) > 0 {
+		return &tpl.Spec.Containers[0], nil
+	}
+	names := make([]string, 0, len(tpl.Spec.Containers))
+	for i := range tpl.Spec.Containers {
+		if tpl.Spec.Containers[i].Name == want {
+			return &tpl.Spec.Containers[i], nil
+		}
+		names = append(names, tpl.Spec.Containers[i].Name)
+	}
+	return nil, fmt.Errorf("container %q not found; valid containers: %s", want, strings.Join(names, ", "))
+}
+
+// AnnotationFrom records on the proxy pod which workload it stands in for.
+const AnnotationFrom = "kubectl-tp.io/from"
+
+// podFromTemplate builds the proxy pod from the target's pod template: same service account,
+// volumes, scheduling constraints and pull secrets, and the chosen container's env, envFrom and
+// volume mounts (read-only), so the kubelet computes the environment and mounts the volumes exactly
+// as for the real pod. The template's labels and annotations are not copied, so no Service,
+// controller or mesh injector selects the proxy pod; init and sidecar containers, probes,
+// lifecycle hooks and host namespaces are left out (see README).
+func podFromTemplate(s podSpec, tpl *corev1.PodTemplateSpec, c *corev1.Container, from string) *corev1.Pod {
+	pod := buildPod(s)
+	pod.Annotations[AnnotationFrom] = from
+	src := tpl.Spec
+	spec := &pod.Spec
+	spec.ServiceAccountName = src.ServiceAccountName
+	spec.AutomountServiceAccountToken = src.AutomountServiceAccountToken
+	spec.EnableServiceLinks = src.EnableServiceLinks
+	spec.Volumes = slices.Clone(src.Volumes)
+	spec.ImagePullSecrets = src.ImagePullSecrets
+	spec.NodeSelector = src.NodeSelector
+	spec.Tolerations = src.Tolerations
+	spec.Affinity = src.Affinity
+	spec.PriorityClassName = src.PriorityClassName
+	spec.RuntimeClassName = src.RuntimeClassName
+	spec.DNSPolicy = src.DNSPolicy
+	spec.DNSConfig = src.DNSConfig
+	spec.HostAliases = src.HostAliases
+	spec.Subdomain = src.Subdomain
+	// The app's identity, so that files readable only by it are readable by podshim; never root.
+	if psc := src.SecurityContext; psc != nil {
+		spec.SecurityContext.FSGroup = psc.FSGroup
+		spec.SecurityContext.SupplementalGroups = psc.SupplementalGroups
+		spec.SecurityContext.Sysctls = psc.Sysctls
+		if uid := psc.RunAsUser; uid != nil && *uid != 0 {
+			spec.SecurityContext.RunAsUser = ptr.To(*uid)
+		}
+		if gid := psc.RunAsGroup; gid != nil && *gid != 0 {
+			spec.SecurityContext.RunAsGroup = ptr.To(*gid)
+		}
+	}
+	if csc := c.SecurityContext; csc != nil {
+		if uid := csc.RunAsUser; uid != nil && *uid != 0 {
+			spec.SecurityContext.RunAsUser = ptr.To(*uid)
+		}
+		if gid := csc.RunAsGroup; gid != nil && *gid != 0 {
+			spec.SecurityContext.RunAsGroup = ptr.To(*gid)
+		}
+	}
+	shim := &spec.Containers[0]
+	shim.Env = append(slices.Clone(c.Env), shim.Env...)
+	shim.EnvFrom = slices.Clone(c.EnvFrom)
+	shim.WorkingDir = c.WorkingDir
+	for _, m := range c.VolumeMounts {
+		m.ReadOnly = true
+		m.MountPropagation = nil
+		shim.VolumeMounts = append(shim.VolumeMounts, m)
+	}
+	// resourceFieldRef values are computed from the container's resources: keep them.
+	shim.Resources = *c.Resources.DeepCopy()
+	if shim.Resources.Requests == nil {
+		shim.Resources.Requests = corev1.ResourceList{}
+	}
+	return pod
+}
+
+// keepLabels gives the proxy pod the template's labels (so the Deployment's Services select it)
+// besides its own. The ReplicaSets of the Deployment do not adopt it: their selectors also require
+// the pod-template-hash label, which templates do not carry.
+func keepLabels(pod *corev1.Pod, tpl *corev1.PodTemplateSpec) {
+	for k, v := range tpl.Labels {
+		if _, ours := pod.Labels[k]; !ours && k != "pod-template-hash" {
+			pod.Labels[k] = v
+		}
+	}
+}
+
+// exposePorts declares the exposed ports on the podshim container, passes them to podshim, and
+// lets a non-root podshim bind ports below 1024 with the namespaced sysctl that Pod Security
+// "restricted" allows.
+func exposePorts(pod *corev1.Pod, ports []PortMap) {
+	if len(ports) == 0 {
+		return
+	}
+	c := &pod.Spec.Containers[0]
+	low := false
+	for _, p := range ports {
+		c.Ports = append(c.Ports, corev1.ContainerPort{ContainerPort: int32(p.Remote), Protocol: corev1.ProtocolTCP})
+		low = low || p.Remote < 1024
+	}
+	if !low {
+		return
+	}
+	sc := pod.Spec.SecurityContext
+	for i, s := range sc.Sysctls {
+		if s.Name == "net.ipv4.ip_unprivileged_port_start" {
+			sc.Sysctls[i].Value = "0"
+			return
+		}
+	}
+	sc.Sysctls = append(sc.Sysctls, corev1.Sysctl{Name: "net.ipv4.ip_unprivileged_port_start", Value: "0"})
+}
