@@ -45,7 +45,7 @@ type RunOptions struct {
 	// Command is the argv after --.
 	Command []string
 
-	target    *session.Target
+	target *session.Target
 
 	namespace string
 	config    *rest.Config
