@@ -53,6 +53,7 @@ bench: build image cluster-up
 
 ## demo: bring up the local cluster and show the plugin working (see README)
 demo: build image cluster-up
+	CGO_ENABLED=0 $(GO) build -o bin/testapp ./tests/testapp
 	bash tests/demo.sh
 
 cluster-up:

@@ -283,6 +283,7 @@ func (s *Server) serveExpose(ctx context.Context, c net.Conn, req *tunnel.Reques
 		return
 	}
 	s.logf("podshim: exposing ports %v", ports)
+	s.markReady(ctx)
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	// The client sends nothing more; the stream ending is the signal to unexpose.
@@ -383,4 +384,29 @@ func (c *inboundConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return errors.New("podshim: connection does not support half-close")
+}
+
+// markReady opens the readiness listener (Server.ReadyAddr) once, after the first successful
+// expose; it accepts and closes probe connections until ctx ends.
+func (s *Server) markReady(ctx context.Context) {
+	if s.ReadyAddr == "" {
+		return
+	}
+	s.readyOnce.Do(func() {
+		ln, err := net.Listen("tcp", s.ReadyAddr)
+		if err != nil {
+			s.logf("podshim: readiness listener on %s: %v", s.ReadyAddr, err)
+			return
+		}
+		context.AfterFunc(ctx, func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+	})
 }

@@ -241,19 +241,21 @@ func TestReverseEcho(t *testing.T) {
 
 func TestReverseNothingListening(t *testing.T) {
 	rs := startRevServer(t, &Server{Token: revToken})
-	local := freePort(t)
-	remote := freePort(t)
+	local, remote := freePort(t), freePort(t)
+	for remote == local {
+		remote = freePort(t)
+	}
 	lb := startForwarder(t, rs.client(), map[int]int{remote: local}, 2)
 
 	for i := range 2 {
-		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(remote))
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
 		start := time.Now()
-		n, err := c.Read(make([]byte, 1))
-		c.Close()
+		var n int
+		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(remote))
+		if err == nil { // else the reset came before the connect finished
+			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+			n, err = c.Read(make([]byte, 1))
+			c.Close()
+		}
 		if n != 0 || !errors.Is(err, syscall.ECONNRESET) {
 			t.Fatalf("connection %d: read = %d, %v; want a connection reset", i, n, err)
 		}
@@ -556,4 +558,25 @@ func TestReverseServeEnd(t *testing.T) {
 			t.Fatal("expose stream's Done not closed after the server stopped")
 		}
 	})
+}
+
+// TestReadyAfterExpose: the readiness listener opens only once ports are exposed.
+func TestReadyAfterExpose(t *testing.T) {
+	ready := freePort(t)
+	rs := startRevServer(t, &Server{Token: revToken, ReadyAddr: "127.0.0.1:" + strconv.Itoa(ready)})
+	if dialSucceeds(ready) {
+		t.Fatal("ready before any expose")
+	}
+	e, err := rs.client().Expose(context.Background(), []int{freePort(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	deadline := time.Now().Add(2 * time.Second)
+	for !dialSucceeds(ready) {
+		if time.Now().After(deadline) {
+			t.Fatal("not ready after expose")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -66,7 +66,13 @@ type Server struct {
 	// means os.Environ. Meant for tests.
 	Environ func() []string
 
+	// ReadyAddr, when set, is where podshim starts listening once ports have been exposed, for a
+	// tcpSocket readiness probe: a Service then sends traffic to the pod only when it is carried
+	// back to the laptop. Empty means no readiness listener.
+	ReadyAddr string
+
 	lastHeard atomic.Int64 // unix nanoseconds
+	readyOnce sync.Once
 }
 
 func (s *Server) logf(format string, args ...any) {

@@ -228,3 +228,45 @@ func deletePod(cs kubernetes.Interface, ns, name string) error {
 	}
 	return err
 }
+
+// waitPodReady watches the pod until its Ready condition is true.
+func waitPodReady(ctx context.Context, cs kubernetes.Interface, ns, name string) error {
+	sel := fields.OneTermEqualSelector("metadata.name", name).String()
+	ready := func(p *corev1.Pod) bool {
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady {
+				return c.Status == corev1.ConditionTrue
+			}
+		}
+		return false
+	}
+	for {
+		list, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{FieldSelector: sel})
+		if err != nil {
+			return err
+		}
+		if len(list.Items) == 0 {
+			return errors.New("the pod is gone")
+		}
+		if ready(&list.Items[0]) {
+			return nil
+		}
+		w, err := cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{FieldSelector: sel, ResourceVersion: list.ResourceVersion})
+		if err != nil {
+			return err
+		}
+		for ev := range w.ResultChan() {
+			if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type != watch.Deleted && ready(p) {
+				w.Stop()
+				return nil
+			}
+			if ev.Type == watch.Deleted {
+				w.Stop()
+				return errors.New("the pod was deleted")
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}

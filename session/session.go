@@ -30,6 +30,7 @@ import (
 	"github.com/kubectl-tp/kubectl-tp/forward"
 	"github.com/kubectl-tp/kubectl-tp/internal/version"
 	"github.com/kubectl-tp/kubectl-tp/proxy"
+	"github.com/kubectl-tp/kubectl-tp/reverse"
 	"github.com/kubectl-tp/kubectl-tp/tunnel"
 	"github.com/kubectl-tp/kubectl-tp/volumes"
 )
@@ -191,7 +192,7 @@ func Start(ctx context.Context, opts Options) (*Session, error) {
 		if w := hpaWarning(ctx, opts.Client, opts.Namespace, opts.Swap.Name); w != "" {
 			fmt.Fprintf(opts.Stderr, "kubectl-tp: warning: %s\n", w)
 		}
-		p.set("scaling deployment/" + opts.Swap.Name + " to 0")
+		p.set("recording the swap on deployment/" + opts.Swap.Name)
 		// Like the pod create below: once sent, the claim must be known to Close, so it is not
 		// abandoned half-way by a signal.
 		s.swapped = opts.Swap.Name
@@ -263,6 +264,31 @@ func Start(ctx context.Context, opts Options) (*Session, error) {
 	}
 	if err := s.serve(runCtx); err != nil {
 		return s, err
+	}
+	if len(s.Exposed) > 0 {
+		ports := map[int]int{}
+		for _, pm := range s.Exposed {
+			ports[pm.Remote] = pm.Local
+		}
+		p.set("exposing pod ports")
+		f := &reverse.Forwarder{Client: s.client, Ports: ports, Logf: func(f string, a ...any) {
+			fmt.Fprintf(opts.Stderr, "kubectl-tp: "+f+"\n", a...)
+		}}
+		if err := f.Start(startCtx); err != nil {
+			return s, fmt.Errorf("exposing pod ports: %w", err)
+		}
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); _ = f.Run(runCtx) }()
+	}
+	if s.swapped != "" {
+		p.set("waiting for the Service to select pod " + s.PodName)
+		if err := waitPodReady(startCtx, opts.Client, opts.Namespace, s.PodName); err != nil {
+			return s, fmt.Errorf("proxy pod %s did not become ready: %w", s.PodName, err)
+		}
+		p.set("scaling deployment/" + s.swapped + " to 0")
+		if err := scaleDown(startCtx, opts.Client, opts.Namespace, s.swapped, id); err != nil {
+			return s, err
+		}
 	}
 	p.stop()
 	if !opts.Quiet {

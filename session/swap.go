@@ -76,9 +76,10 @@ func SessionAlive(ctx context.Context, cs kubernetes.Interface, ns, pod string) 
 // ErrSwappedByLiveSession is returned when a live session already holds the Deployment.
 var ErrSwappedByLiveSession = errors.New("already swapped by a live session")
 
-// claimDeployment records the swap on the Deployment and scales it to 0. A swap left by a dead
-// session is restored first; one held by a live session is an error naming it. It returns the
-// original replica count.
+// claimDeployment records the swap on the Deployment (replicas are left as they are until
+// scaleDown, so that the proxy pod can take traffic before the app stops: make before break). A
+// swap left by a dead session is restored first; one held by a live session is an error naming it.
+// It returns the original replica count.
 func claimDeployment(ctx context.Context, cs kubernetes.Interface, ns, name string, info SwapInfo, warn func(string)) (int32, error) {
 	deps := cs.AppsV1().Deployments(ns)
 	var original int32
@@ -110,7 +111,6 @@ func claimDeployment(ctx context.Context, cs kubernetes.Interface, ns, name stri
 		d.Annotations[AnnotationSwapOwner] = info.Owner
 		d.Annotations[AnnotationSwapStarted] = info.Started.UTC().Format(time.RFC3339)
 		d.Annotations[AnnotationSwapReplicas] = strconv.Itoa(int(original))
-		d.Spec.Replicas = ptr.To[int32](0)
 		_, err = deps.Update(ctx, d, metav1.UpdateOptions{FieldManager: "kubectl-tp"})
 		return err
 	})
@@ -118,6 +118,23 @@ func claimDeployment(ctx context.Context, cs kubernetes.Interface, ns, name stri
 		return 0, fmt.Errorf("deployment/%s not found in namespace %q; list them with: kubectl get deployments -n %s", name, ns, ns)
 	}
 	return original, err
+}
+
+// scaleDown scales the Deployment to 0 if the swap recorded on it is still this session's.
+func scaleDown(ctx context.Context, cs kubernetes.Interface, ns, name, session string) error {
+	deps := cs.AppsV1().Deployments(ns)
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		d, err := deps.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if info, ok := swapInfo(d); !ok || info.Session != session {
+			return fmt.Errorf("deployment/%s is no longer recorded as swapped by this session", name)
+		}
+		d.Spec.Replicas = ptr.To[int32](0)
+		_, err = deps.Update(ctx, d, metav1.UpdateOptions{FieldManager: "kubectl-tp"})
+		return err
+	})
 }
 
 // RestoreDeployment scales a swapped Deployment back to its recorded replica count and removes the

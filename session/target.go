@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 )
@@ -133,6 +134,9 @@ func pickContainer(tpl *corev1.PodTemplateSpec, want string) (*corev1.Container,
 	return nil, fmt.Errorf("container %q not found; valid containers: %s", want, strings.Join(names, ", "))
 }
 
+// ReadyPort is where podshim answers its readiness probe once exposed ports are carried back.
+const ReadyPort = 4748
+
 // AnnotationFrom records on the proxy pod which workload it stands in for.
 const AnnotationFrom = "kubectl-tp.io/from"
 
@@ -217,6 +221,13 @@ func exposePorts(pod *corev1.Pod, ports []PortMap) {
 		return
 	}
 	c := &pod.Spec.Containers[0]
+	// Ready only once podshim carries the ports back (see podshim.Server.ReadyAddr), so that a
+	// Service sends nothing to the pod before that.
+	c.Args = append(c.Args, fmt.Sprintf("-ready=:%d", ReadyPort))
+	c.ReadinessProbe = &corev1.Probe{
+		ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(ReadyPort)}},
+		PeriodSeconds: 1, FailureThreshold: 1, SuccessThreshold: 1, TimeoutSeconds: 1,
+	}
 	low := false
 	for _, p := range ports {
 		c.Ports = append(c.Ports, corev1.ContainerPort{ContainerPort: int32(p.Remote), Protocol: corev1.ProtocolTCP})

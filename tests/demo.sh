@@ -1,19 +1,47 @@
 #!/usr/bin/env bash
-# make demo: show kubectl tp on the local cluster (started by `make cluster-up`).
-# Until the swap-deployment issue lands, it deploys a "green" service and calls it by name from a
-# local curl run through `kubectl tp run`.
+# make demo: the Telepresence walkthrough's color demo, on the local cluster (`make cluster-up`).
+#
+# In the cluster, deployment/dataprocessingservice answers GET /color with "green". We swap it for a
+# "local version" that answers "blue" (the test app run on this machine), show that an in-cluster
+# client now gets "blue", end the session, and show that the cluster answers "green" again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export KUBECONFIG=${E2E_KUBECONFIG:-/var/lib/kubectl-tp-e2e/admin.kubeconfig}
 export PATH=$PWD/bin:/var/cache/kubectl-tp/k8s-v1.34.4:$PATH
 ns=tp-demo
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
 kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns" >/dev/null
 kubectl apply -n "$ns" -f tests/demo/dataprocessingservice.yaml >/dev/null
 kubectl rollout status -n "$ns" deployment/dataprocessingservice --timeout=120s >/dev/null
-echo "== kubectl tp version"
+kubectl wait -n "$ns" --for=condition=Ready pod/client --timeout=120s >/dev/null
+incluster() { kubectl exec -n "$ns" client -- /testapp get http://dataprocessingservice:3000/color 2>/dev/null || echo "(no answer)"; }
+
+say "kubectl tp version"
 kubectl-tp version
-echo
-echo "== a local curl, run with 'kubectl tp run', calls the in-cluster Service by its name:"
-echo "   kubectl tp run -n $ns -- curl -s http://dataprocessingservice:3000/color"
-color=$(kubectl-tp run -n "$ns" --quiet -- curl -sf http://dataprocessingservice:3000/color)
-echo "   → $color   (answered by the Deployment running in the cluster)"
+
+say "In the cluster: curl dataprocessingservice:3000/color (from pod 'client')"
+echo "   → $(incluster)   (the Deployment running in the cluster)"
+
+say "Swap: kubectl tp run -n $ns --swap-deployment dataprocessingservice --expose 3000 -- testapp -http=127.0.0.1:3000 -color=blue"
+log=$(mktemp)
+kubectl-tp run -n "$ns" --swap-deployment dataprocessingservice --expose 3000 -- \
+  bin/testapp -http=127.0.0.1:3000 -https= -echo= -health= -color=blue >"$log" 2>&1 &
+tp=$!
+trap 'kill -INT $tp 2>/dev/null || true; wait $tp 2>/dev/null || true; rm -f "$log"' EXIT
+start=$(date +%s%N)
+for _ in $(seq 1 150); do [[ $(incluster) == blue ]] && break; sleep 0.2; done
+answer=$(incluster)
+echo "   → $answer   (served by the process on this machine, $(( ($(date +%s%N) - start) / 1000000 )) ms after the swap began)"
+[[ $answer == blue ]] || { echo "demo failed: the swap did not take effect"; cat "$log"; exit 1; }
+kubectl get deployment -n "$ns" dataprocessingservice -o jsonpath='   deployment/dataprocessingservice: {.spec.replicas} replicas, swapped by session {.metadata.annotations.kubectl-tp\.io/swap-session}{"\n"}'
+
+say "End the session (Ctrl-C)"
+kill -INT $tp
+wait $tp || true
+trap 'rm -f "$log"' EXIT
+kubectl rollout status -n "$ns" deployment/dataprocessingservice --timeout=120s >/dev/null
+for _ in $(seq 1 100); do [[ $(incluster) == green ]] && break; sleep 0.2; done
+answer=$(incluster)
+echo "   → $answer   (the Deployment is back: $(kubectl get deployment -n "$ns" dataprocessingservice -o jsonpath='{.spec.replicas}') replica)"
+[[ $answer == green ]] || { echo "demo failed: the Deployment was not restored"; exit 1; }

@@ -26,7 +26,9 @@ import (
 //     waits up to [AcceptWait] for one and is then reset.
 //   - A client that cannot reach its local destination closes the accept stream
 //     without sending a byte; the server then resets the inbound connection, so the
-//     in-cluster client sees a refused connection rather than a hang.
+//     in-cluster client sees a refused connection rather than a hang. (So a local
+//     server that closes a connection without ever writing to it also looks like a
+//     reset to the in-cluster client.)
 //
 // The constants below bound the protocol.
 const (

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -42,10 +43,16 @@ type RunOptions struct {
 	// Mount is where volume contents go: "true" (a private temporary directory), "false" (off)
 	// or a directory of the user's choice.
 	Mount string
+	// SwapDeployment is the Deployment to swap for the proxy pod (NAME[:CONTAINER]).
+	SwapDeployment string
+	// Expose are the --expose LOCAL[:REMOTE] values.
+	Expose []string
 	// Command is the argv after --.
 	Command []string
 
 	target *session.Target
+	swap   *session.Target
+	ports  []session.PortMap
 
 	namespace string
 	config    *rest.Config
@@ -68,6 +75,12 @@ TP_NAMESPACE/TP_POD. When COMMAND exits the pod is deleted and its exit code is 
 
   # Run a local program in namespace staging, quietly
   kubectl tp run -n staging --quiet -- go run ./cmd/api
+
+  # Run like deployment/api (its env and volumes), without taking its traffic
+  kubectl tp run --from deployment/api --env-file api.env -- ./api
+
+  # Swap deployment/api for your local process on port 8080, reached by the api Service
+  kubectl tp run --swap-deployment api --expose 8080 -- ./api --port 8080
 
   # Resolve cluster names through the session's DNS server
   kubectl tp run -- sh -c 'dig @${TP_DNS%:*} -p ${TP_DNS##*:} my-service.default.svc.cluster.local'`,
@@ -92,6 +105,8 @@ TP_NAMESPACE/TP_POD. When COMMAND exits the pod is deleted and its exit code is 
 	cmd.Flags().StringVar(&o.EnvSyntax, "env-syntax", "docker", "syntax of --env-file: docker (compose .env), posix (export lines) or json")
 	cmd.Flags().StringVar(&o.Mount, "mount", "true", "with --from: copy the workload's volumes to a private temporary directory (true), to DIR, or not at all (false)")
 	cmd.Flags().Lookup("mount").NoOptDefVal = "true"
+	cmd.Flags().StringVar(&o.SwapDeployment, "swap-deployment", "", "replace this Deployment (NAME[:CONTAINER]) with the proxy pod until exit: its Services reach your local process")
+	cmd.Flags().StringArrayVar(&o.Expose, "expose", nil, "carry connections to pod port REMOTE back to local port LOCAL (LOCAL[:REMOTE], repeatable)")
 	return cmd
 }
 
@@ -123,13 +138,33 @@ func (o *RunOptions) Validate() error {
 	if len(o.Command) == 0 {
 		return errors.New("no command given; put it after --, e.g. kubectl tp run -- ./app")
 	}
+	for _, e := range o.Expose {
+		pm, err := session.ParsePortMap(e)
+		if err != nil {
+			return err
+		}
+		o.ports = append(o.ports, pm)
+	}
+	if o.SwapDeployment != "" {
+		if o.From != "" {
+			return errors.New("--swap-deployment and --from both name a workload; use one of them")
+		}
+		if strings.Contains(o.SwapDeployment, "/") {
+			return fmt.Errorf("--swap-deployment takes a Deployment NAME[:CONTAINER], not %q", o.SwapDeployment)
+		}
+		t, err := session.ParseTarget(o.SwapDeployment)
+		if err != nil {
+			return fmt.Errorf("--swap-deployment: %w", err)
+		}
+		o.swap = &t
+	}
 	if o.From != "" {
 		t, err := session.ParseTarget(o.From)
 		if err != nil {
 			return fmt.Errorf("--from: %w", err)
 		}
 		o.target = &t
-	} else if o.EnvFile != "" || o.EnvJSON != "" {
+	} else if o.swap == nil && (o.EnvFile != "" || o.EnvJSON != "") {
 		return errors.New("--env-file and --env-json need a workload to capture from; add --from TYPE/NAME")
 	}
 	if _, err := envcapture.ParseSyntax(o.EnvSyntax); err != nil {
@@ -168,7 +203,7 @@ func (o *RunOptions) Run(ctx context.Context) error {
 	code, err := session.Run(ctx, session.Options{
 		Config: o.config, Client: o.client, Namespace: o.namespace,
 		Image: o.Image, Command: o.Command, IdleTimeout: o.IdleTimeout, StartTimeout: o.StartTimeout,
-		From: o.target, EnvFile: o.EnvFile, EnvJSON: o.EnvJSON, EnvSyntax: o.EnvSyntax, Mount: o.Mount,
+		From: o.target, Swap: o.swap, Expose: o.ports, EnvFile: o.EnvFile, EnvJSON: o.EnvJSON, EnvSyntax: o.EnvSyntax, Mount: o.Mount,
 		Stdin: o.In, Stdout: o.Out, Stderr: o.ErrOut, Quiet: o.Quiet,
 	})
 	if err != nil {

@@ -33,6 +33,7 @@ func run(args []string) int {
 	idle := fs.Duration("idle-timeout", podshim.DefaultIdleTimeout, "exit after no client has been heard from for this long")
 	insecure := fs.Bool("insecure-no-token", false, "accept requests without a token (testing only)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	ready := fs.String("ready", "", "address to listen on once ports are exposed, for a readiness probe (e.g. :4748)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -62,6 +63,7 @@ func run(args []string) int {
 	srv := &podshim.Server{
 		Token:       token,
 		IdleTimeout: *idle,
+		ReadyAddr:   *ready,
 		Logf:        func(format string, args ...any) { logger.Printf(format, args...) },
 	}
 	switch err := srv.Serve(ctx, ln); {

@@ -72,12 +72,14 @@ func setup() error {
 	if err := copyFile(pluginSrc, pluginBin, 0o755); err != nil {
 		return err
 	}
+	// Helpers run as the child of `kubectl tp run`: a scriptable client and the test app itself
+	// (the "local version" of a swapped service).
 	clientBin = filepath.Join(workDir, "tpclient")
-	build := exec.Command("go", "build", "-o", clientBin, "./tests/e2e/tpclient")
+	build := exec.Command("go", "build", "-o", workDir+"/", "./tests/e2e/tpclient", "./tests/testapp")
 	build.Dir = repoRoot
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("building tpclient: %v\n%s", err, out)
+		return fmt.Errorf("building the e2e helpers: %v\n%s", err, out)
 	}
 	userKubeconfig = filepath.Join(workDir, "kubeconfig")
 	if err := copyFile(adminKubeconfig, userKubeconfig, 0o600); err != nil {
@@ -88,7 +90,7 @@ func setup() error {
 		if err != nil {
 			return err
 		}
-		for _, p := range []string{workDir, userKubeconfig, pluginBin, clientBin} {
+		for _, p := range []string{workDir, userKubeconfig, pluginBin, clientBin, filepath.Join(workDir, "testapp")} {
 			if err := os.Chown(p, int(cred.Uid), int(cred.Gid)); err != nil {
 				return err
 			}

@@ -127,8 +127,9 @@ func handleBytes(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// fetchClient is the client /fetch uses.
-var fetchClient = &http.Client{Timeout: fetchTimeout}
+// fetchClient is the client /fetch uses. It opens a new connection for every fetch, so that each one is routed afresh by the
+// cluster (a kept-alive connection would stay with a pod that a test has since replaced).
+var fetchClient = &http.Client{Timeout: fetchTimeout, Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
 
 // handleFetch fetches the url query parameter and relays its status and body.
 func handleFetch(w http.ResponseWriter, r *http.Request) {
@@ -148,4 +149,18 @@ func handleFetch(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(resp.StatusCode)
 	io.Copy(w, resp.Body)
+}
+
+// get writes the body of url to w (a fresh connection, no proxy); a non-2xx status is an error.
+func get(w io.Writer, url string) error {
+	resp, err := fetchClient.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	_, err = io.Copy(w, resp.Body)
+	return err
 }

@@ -1,7 +1,7 @@
 // Command testapp is the application the e2e tests run in the cluster. It serves a few
 // HTTP endpoints on a plain port and on a TLS port (with a self-signed certificate made
 // in memory at start and published at /ca.pem), a raw TCP echo port and a plain health
-// port, and shuts down gracefully on SIGTERM or SIGINT.
+// port, and shuts down gracefully on SIGTERM or SIGINT. `testapp get URL` prints a URL's body.
 //
 // It leaves out: persistent or CA-issued certificates, authentication, HTTP/2 tuning,
 // metrics and any configuration file; it is a test fixture, not a product.
@@ -24,6 +24,14 @@ import (
 const shutdownTimeout = 10 * time.Second
 
 func main() {
+	// `testapp get URL`: a tiny curl, for in-cluster requests with kubectl exec (the image has no shell).
+	if len(os.Args) == 3 && os.Args[1] == "get" {
+		if err := get(os.Stdout, os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "testapp get:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	cfg, err := parseFlags(flag.CommandLine, os.Args[1:], os.Getenv)
 	if err != nil {
 		os.Exit(2)

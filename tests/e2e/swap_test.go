@@ -1,0 +1,283 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// swapApp deploys Deployment+Service `name` (2 replicas, ports 38080 http and 39000 health) and an
+// in-cluster client pod; it returns the local port of a port-forward to the client, whose /fetch
+// makes requests from inside the cluster.
+func swapApp(t *testing.T, ns, name string) int {
+	t.Helper()
+	apply(t, ns, fmt.Sprintf(`
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: %[1]s-config}
+data: {MODE: swapped-test}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: %[1]s}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: %[1]s}}
+  template:
+    metadata: {labels: {app: %[1]s}}
+    spec:
+      securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
+      containers:
+      - name: app
+        image: %[2]s
+        imagePullPolicy: IfNotPresent
+        args: ["-http=:38080", "-health=:39000", "-https=", "-echo="]
+        env: [{name: COLOR, value: green}]
+        envFrom: [{configMapRef: {name: %[1]s-config}}]
+        ports: [{name: http, containerPort: 38080}, {name: health, containerPort: 39000}]
+        volumeMounts: [{name: config, mountPath: /etc/app}]
+        readinessProbe: {httpGet: {path: /healthz, port: 39000}, periodSeconds: 1}
+        securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}, readOnlyRootFilesystem: true}
+      volumes: [{name: config, configMap: {name: %[1]s-config}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: %[1]s}
+spec:
+  selector: {app: %[1]s}
+  ports: [{name: http, port: 80, targetPort: 38080}, {name: health, port: 39000}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: %[1]s-client}
+spec:
+  securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
+  containers:
+  - name: app
+    image: %[2]s
+    imagePullPolicy: IfNotPresent
+    args: ["-http=:8080", "-https=", "-echo=", "-health=:8081"]
+    readinessProbe: {httpGet: {path: /healthz, port: 8081}, periodSeconds: 1}
+    securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}, readOnlyRootFilesystem: true}
+`, name, testappImage))
+	kubectl(t, "rollout", "status", "-n", ns, "deployment/"+name, "--timeout=120s")
+	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "pod/"+name+"-client", "--timeout=120s")
+	return portForward(t, ns, "pod/"+name+"-client", 8080)
+}
+
+// inCluster fetches url from inside the cluster (through the client pod) and returns the body, or
+// the error text.
+func inCluster(t *testing.T, clientPort int, url string) string {
+	t.Helper()
+	code, body := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/fetch?url=%s", clientPort, url))
+	if code != 200 {
+		return fmt.Sprintf("HTTP %d: %s", code, strings.TrimSpace(body))
+	}
+	return strings.TrimSpace(body)
+}
+
+func replicas(t *testing.T, ns, name string) string {
+	t.Helper()
+	return kubectl(t, "get", "deployment", name, "-n", ns, "-o", `jsonpath={.spec.replicas} {.metadata.annotations.kubectl-tp\.io/swap-session}`)
+}
+
+// localApp is the command line of the "local version" of the service: the test app answering blue.
+func localApp(extra string) string {
+	return filepath.Join(workDir, "testapp") + ` -http=127.0.0.1:38080 -health=127.0.0.1:39000 -https= -echo= -color=blue ` + extra
+}
+
+// TestSwapDeployment swaps a Deployment for a local process: in-cluster clients reach the local
+// process through the Service name and through the pod IP on both ports, the child sees the
+// Deployment's env and volumes, and after exit the Deployment is back as it was.
+func TestSwapDeployment(t *testing.T) {
+	ns := namespace(t)
+	client := swapApp(t, ns, "api")
+	if got := inCluster(t, client, "http://api/color"); got != "green" {
+		t.Fatalf("before the swap: %q", got)
+	}
+	ready := filepath.Join(workDir, "swap-ready-"+randomSuffix())
+	script := `echo "MODE=$MODE CONFIG=$(cat "$TP_ROOT/etc/app/MODE")" > ` + ready + `.tmp; mv ` + ready + `.tmp ` + ready + `; exec ` + localApp("")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := tpCmd(ctx, "run", "-n", ns, "--swap-deployment", "api", "--", "sh", "-c", script)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "the local app to start", func() error { _, err := os.Stat(ready); return err })
+	defer os.Remove(ready)
+	// First in-cluster request served locally.
+	waitFor(t, 30*time.Second, "the Service to answer blue", func() error {
+		if got := inCluster(t, client, "http://api/color"); got != "blue" {
+			out, _ := kubectlErr("get", "pods,endpointslices", "-n", ns, "-o", "wide")
+			return fmt.Errorf("got %q\n%s\n%s", got, out, stderr.String())
+		}
+		return nil
+	})
+	t.Logf("first in-cluster request served locally %.2fs after the command started", time.Since(start).Seconds())
+	env, _ := os.ReadFile(ready)
+	if strings.TrimSpace(string(env)) != "MODE=swapped-test CONFIG=swapped-test" {
+		t.Errorf("child did not see the Deployment's env and volumes: %q", env)
+	}
+	if got := replicas(t, ns, "api"); !strings.HasPrefix(got, "0 ") || len(got) < 4 {
+		t.Errorf("during the swap: replicas and session = %q, want 0 and a session id", got)
+	}
+	podIP := kubectl(t, "get", "pods", "-n", ns, "-l", "app.kubernetes.io/managed-by=kubectl-tp", "-o", "jsonpath={.items[0].status.podIP}")
+	cases := []struct{ name, url, want string }{
+		{"service name, port 80 → 38080", "http://api/color", "blue"},
+		{"service FQDN, second port", "http://api." + ns + ".svc.cluster.local:39000/healthz", "ok"},
+		{"pod IP, first port", "http://" + podIP + ":38080/color", "blue"},
+		{"pod IP, second port", "http://" + podIP + ":39000/healthz", "ok"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := inCluster(t, client, tc.url); got != tc.want {
+				t.Fatalf("GET %s from the cluster = %q, want %q", tc.url, got, tc.want)
+			}
+		})
+	}
+	stopAt := time.Now()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Wait()
+	if got := replicas(t, ns, "api"); got != "2 " {
+		t.Fatalf("after exit: replicas and session = %q, want 2 and no annotation\n%s", got, stderr.String())
+	}
+	t.Logf("Deployment restored %.2fs after SIGTERM", time.Since(stopAt).Seconds())
+	noPodsLeft(t, ns, 20*time.Second)
+	kubectl(t, "rollout", "status", "-n", ns, "deployment/api", "--timeout=120s")
+	waitFor(t, 30*time.Second, "the Service to answer green again", func() error {
+		if got := inCluster(t, client, "http://api/color"); got != "green" {
+			return fmt.Errorf("got %q", got)
+		}
+		return nil
+	})
+}
+
+// TestSwapCrashThenCleanup kills the plugin with SIGKILL during a swap: podshim stops by itself and
+// `kubectl tp cleanup` restores the Deployment; a second swap while one is live is refused.
+func TestSwapCrashThenCleanup(t *testing.T) {
+	ns := namespace(t)
+	swapApp(t, ns, "api")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := tpCmd(ctx, "run", "-n", ns, "--swap-deployment", "api", "--", "sleep", "600")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "the swap session to start", func() error {
+		if !strings.Contains(stderr.String(), "SOCKS5 127.0.0.1:") {
+			return fmt.Errorf("stderr: %q", stderr.String())
+		}
+		return nil
+	})
+	// A second session on the same Deployment is refused while the first lives.
+	r := tp(t, "run", "-n", ns, "--swap-deployment", "api", "--", "true")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "already swapped by a live session") {
+		t.Errorf("second swap: want a clear refusal naming the live session\n%s", r)
+	}
+	// status lists the live session and the Deployment it holds.
+	if st := tp(t, "status", "-n", ns, "-o", "json"); st.Code != 0 || !strings.Contains(st.Stdout, `"swappedDeployment": "api"`) {
+		t.Errorf("status: %s", st)
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	_ = cmd.Wait()
+	if got := replicas(t, ns, "api"); !strings.HasPrefix(got, "0 ") {
+		t.Fatalf("right after the crash the Deployment should still be swapped, got %q", got)
+	}
+	waitFor(t, 60*time.Second, "the orphaned proxy pod to end by itself", func() error {
+		for _, p := range tpPods(t, ns) {
+			if !strings.HasSuffix(p, "=Succeeded") {
+				return fmt.Errorf("pods: %v", tpPods(t, ns))
+			}
+		}
+		return nil
+	})
+	c := tp(t, "cleanup", "-n", ns)
+	if c.Code != 0 || !strings.Contains(c.Stdout, "deployment/api in "+ns+": restored to 2 replicas") {
+		t.Fatalf("cleanup: %s", c)
+	}
+	if got := replicas(t, ns, "api"); got != "2 " {
+		t.Fatalf("after cleanup: %q", got)
+	}
+	noPodsLeft(t, ns, 20*time.Second)
+}
+
+// TestSwapSignals interrupts swap sessions at random moments of start-up, run and shut-down: every
+// time the Deployment ends up with its replicas and without swap annotations, and no pod is left.
+func TestSwapSignals(t *testing.T) {
+	ns := namespace(t)
+	swapApp(t, ns, "api")
+	rounds := 30
+	if s := os.Getenv("E2E_SIGNAL_ROUNDS"); s != "" {
+		_, _ = fmt.Sscan(s, &rounds)
+	}
+	sigs := []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}
+	for i := range rounds {
+		sig := sigs[i%len(sigs)]
+		delay := time.Duration(rand.IntN(3000)) * time.Millisecond
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		cmd := tpCmd(ctx, "run", "-n", ns, "--quiet", "--swap-deployment", "api", "--", "sleep", "1")
+		if err := cmd.Start(); err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		time.Sleep(delay)
+		_ = cmd.Process.Signal(sig)
+		_ = cmd.Wait()
+		cancel()
+		if got := replicas(t, ns, "api"); got != "2 " {
+			t.Fatalf("round %d (%s after %s): replicas and session = %q, want \"2 \"", i, sig, delay, got)
+		}
+		t.Logf("round %d: %s after %s → exit %d, restored", i, sig, delay, cmd.ProcessState.ExitCode())
+	}
+	noPodsLeft(t, ns, 30*time.Second)
+}
+
+// TestExposeRestrictedPort80 exposes port 80 from a proxy pod in a namespace that enforces Pod
+// Security "restricted", and checks that a connection while nothing listens locally leaves the
+// session up.
+func TestExposeRestrictedPort80(t *testing.T) {
+	ns := namespace(t, "pod-security.kubernetes.io/enforce=restricted", "pod-security.kubernetes.io/enforce-version=latest")
+	client := swapApp(t, ns, "api")
+	ready := filepath.Join(workDir, "expose-ready-"+randomSuffix())
+	script := `touch ` + ready + `; exec ` + localApp("")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := tpCmd(ctx, "run", "-n", ns, "--quiet", "--expose", "38080:80", "--expose", "38099:8099", "--", "sh", "-c", script)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
+	waitFor(t, 60*time.Second, "the local app", func() error { _, err := os.Stat(ready); return err })
+	defer os.Remove(ready)
+	podIP := kubectl(t, "get", "pods", "-n", ns, "-l", "app.kubernetes.io/managed-by=kubectl-tp", "-o", "jsonpath={.items[0].status.podIP}")
+	waitFor(t, 20*time.Second, "port 80 of the proxy pod", func() error {
+		if got := inCluster(t, client, "http://"+podIP+":80/color"); got != "blue" {
+			return fmt.Errorf("got %q", got)
+		}
+		return nil
+	})
+	// Nothing listens on local port 38099: the in-cluster client gets an error, the session lives.
+	if got := inCluster(t, client, "http://"+podIP+":8099/color"); !strings.HasPrefix(got, "HTTP 502") {
+		t.Errorf("port with no local listener: got %q, want a failed fetch", got)
+	}
+	if got := inCluster(t, client, "http://"+podIP+":80/color"); got != "blue" {
+		t.Errorf("after a refused inbound connection the session should still serve: %q\n%s", got, stderr.String())
+	}
+	if cmd.ProcessState != nil {
+		t.Fatalf("session ended: %s", stderr.String())
+	}
+}
