@@ -1,7 +1,9 @@
 // Package podshim is the in-cluster end of the kubectl-tp tunnel: a [Server] that
 // accepts tunnel streams (see package tunnel), dials TCP destinations from inside the
-// pod, resolves DNS with the pod's resolv.conf semantics, answers heartbeats, and
-// exits when no client has been heard from for a while.
+// pod, resolves DNS with the pod's resolv.conf semantics, reports its environment,
+// sends the contents of its volumes, listens on exposed ports and hands inbound
+// connections back to the laptop over parked streams, answers heartbeats, and exits
+// when no client has been heard from for a while.
 //
 // It leaves out the listener (the caller provides one, normally on 127.0.0.1 and
 // reached through a Kubernetes port-forward), flag parsing and process exit (see

@@ -12,6 +12,11 @@
 //     carries the raw bytes of that connection, with half-close propagated.
 //   - [OpDNS]: the stream carries DNS messages in TCP framing (2-byte length prefix);
 //     several queries may be outstanding and answers may arrive in any order.
+//   - [OpEnv]: the response carries the server's process environment.
+//   - [OpFiles]: after the response the stream carries a tar of the requested directories.
+//   - [OpExpose]: the server listens on pod ports while the stream stays open.
+//   - [OpAccept]: the stream waits in the server until an inbound connection reaches an
+//     exposed port, then a second response names the port and the stream carries it.
 //
 // The package holds the frame helpers, the [Request] and [Response] types, the error
 // codes and [Client]. It leaves out the server (package podshim), the transport that

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/kubectl-tp/kubectl-tp/envcapture"
 	"github.com/kubectl-tp/kubectl-tp/internal/version"
+	"github.com/kubectl-tp/kubectl-tp/podshim"
 	"github.com/kubectl-tp/kubectl-tp/session"
 )
 
@@ -43,6 +45,8 @@ type RunOptions struct {
 	// Mount is where volume contents go: "true" (a private temporary directory), "false" (off)
 	// or a directory of the user's choice.
 	Mount string
+	// MaxVolumeSize bounds the copy of one volume (a quantity such as 10Mi).
+	MaxVolumeSize string
 	// SwapDeployment is the Deployment to swap for the proxy pod (NAME[:CONTAINER]).
 	SwapDeployment string
 	// Expose are the --expose LOCAL[:REMOTE] values.
@@ -50,9 +54,10 @@ type RunOptions struct {
 	// Command is the argv after --.
 	Command []string
 
-	target *session.Target
-	swap   *session.Target
-	ports  []session.PortMap
+	target         *session.Target
+	swap           *session.Target
+	ports          []session.PortMap
+	maxVolumeBytes int64
 
 	namespace string
 	config    *rest.Config
@@ -105,6 +110,7 @@ TP_NAMESPACE/TP_POD. When COMMAND exits the pod is deleted and its exit code is 
 	cmd.Flags().StringVar(&o.EnvSyntax, "env-syntax", "docker", "syntax of --env-file: docker (compose .env), posix (export lines) or json")
 	cmd.Flags().StringVar(&o.Mount, "mount", "true", "with --from: copy the workload's volumes to a private temporary directory (true), to DIR, or not at all (false)")
 	cmd.Flags().Lookup("mount").NoOptDefVal = "true"
+	cmd.Flags().StringVar(&o.MaxVolumeSize, "max-volume-size", "10Mi", "with --from: largest volume (e.g. a PVC) to copy; larger ones are skipped with a warning")
 	cmd.Flags().StringVar(&o.SwapDeployment, "swap-deployment", "", "replace this Deployment (NAME[:CONTAINER]) with the proxy pod until exit: its Services reach your local process")
 	cmd.Flags().StringArrayVar(&o.Expose, "expose", nil, "carry connections to pod port REMOTE back to local port LOCAL (LOCAL[:REMOTE], repeatable)")
 	return cmd
@@ -167,6 +173,14 @@ func (o *RunOptions) Validate() error {
 	} else if o.swap == nil && (o.EnvFile != "" || o.EnvJSON != "") {
 		return errors.New("--env-file and --env-json need a workload to capture from; add --from TYPE/NAME")
 	}
+	q, err := resource.ParseQuantity(o.MaxVolumeSize)
+	if err != nil || q.Value() <= 0 {
+		return fmt.Errorf("--max-volume-size %q is not a size; use e.g. 10Mi or 1Gi", o.MaxVolumeSize)
+	}
+	if q.Value() > podshim.MaxFilesBytes {
+		return fmt.Errorf("--max-volume-size %s is above the 64Mi podshim can send per volume; use 64Mi or less", o.MaxVolumeSize)
+	}
+	o.maxVolumeBytes = q.Value()
 	if _, err := envcapture.ParseSyntax(o.EnvSyntax); err != nil {
 		return fmt.Errorf("--env-syntax: %w", err)
 	}
@@ -204,7 +218,8 @@ func (o *RunOptions) Run(ctx context.Context) error {
 		Config: o.config, Client: o.client, Namespace: o.namespace,
 		Image: o.Image, Command: o.Command, IdleTimeout: o.IdleTimeout, StartTimeout: o.StartTimeout,
 		From: o.target, Swap: o.swap, Expose: o.ports, EnvFile: o.EnvFile, EnvJSON: o.EnvJSON, EnvSyntax: o.EnvSyntax, Mount: o.Mount,
-		Stdin: o.In, Stdout: o.Out, Stderr: o.ErrOut, Quiet: o.Quiet,
+		MaxVolumeBytes: o.maxVolumeBytes,
+		Stdin:          o.In, Stdout: o.Out, Stderr: o.ErrOut, Quiet: o.Quiet,
 	})
 	if err != nil {
 		if s, ok := got.Load().(syscall.Signal); ok && errors.Is(err, context.Canceled) {
