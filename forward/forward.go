@@ -57,13 +57,39 @@ func (f *Forwarder) Open(ctx context.Context) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := f.streams(conn)
-	if err != nil {
-		// A connection that cannot create streams is broken: forget it so the next Open re-dials.
-		f.drop(conn)
+	// Creating a stream waits for the other end's reply, and a broken connection may never send
+	// it: wait in a goroutine, bounded by ctx and by the connection closing.
+	type result struct {
+		c   *streamConn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		c, err := f.streams(conn)
+		ch <- result{c, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			// A connection that cannot create streams is broken: forget it so the next Open re-dials.
+			f.drop(conn)
+			return nil, r.err
+		}
+		return r.c, nil
+	case <-ctx.Done():
+	case <-conn.CloseChan():
+		ctx = context.Background()
+	}
+	go func() {
+		if r := <-ch; r.c != nil {
+			_ = r.c.Close()
+		}
+	}()
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return c, nil
+	f.drop(conn)
+	return nil, errors.New("port-forward: the connection to the API server closed")
 }
 
 // Reset closes the current connection, if any, so that the next Open dials a new one.
