@@ -350,3 +350,18 @@ func noPodsLeft(t *testing.T, ns string, timeout time.Duration) {
 		return nil
 	})
 }
+
+// userFile writes a private file (0600) for the unprivileged user in the work directory and
+// removes it when the test ends.
+func userFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(workDir, name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cred != nil {
+		_ = os.Chown(path, int(cred.Uid), int(cred.Gid))
+	}
+	t.Cleanup(func() { _ = os.Remove(path) })
+	return path
+}

@@ -20,15 +20,7 @@ func kubeconfigVia(t *testing.T, addr string) string {
 		t.Fatal(err)
 	}
 	cfg := regexp.MustCompile(`server: https://[^\s]+`).ReplaceAllString(string(b), "server: https://"+addr)
-	path := filepath.Join(workDir, "via-"+randomSuffix()+".kubeconfig")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if cred != nil {
-		_ = os.Chown(path, int(cred.Uid), int(cred.Gid))
-	}
-	t.Cleanup(func() { _ = os.Remove(path) })
-	return path
+	return userFile(t, "via-"+randomSuffix()+".kubeconfig", cfg)
 }
 
 // TestRunReconnects cuts every connection between the plugin and the API server in the middle of a

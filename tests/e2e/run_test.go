@@ -281,7 +281,6 @@ subjects: [{kind: ServiceAccount, name: limited}]
 	token := strings.TrimSpace(kubectl(t, "create", "token", "limited", "-n", ns))
 	server := strings.TrimSpace(kubectl(t, "config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"))
 	ca := strings.TrimSpace(kubectl(t, "config", "view", "--minify", "--raw", "-o", "jsonpath={.clusters[0].cluster.certificate-authority-data}"))
-	path := workDir + "/limited-" + ns + ".kubeconfig"
 	cfg := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters: [{name: c, cluster: {server: %s, certificate-authority-data: %s}}]
@@ -289,14 +288,7 @@ users: [{name: limited, user: {token: %s}}]
 contexts: [{name: limited, context: {cluster: c, user: limited, namespace: %s}}]
 current-context: limited
 `, server, ca, token, ns)
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if cred != nil {
-		_ = os.Chown(path, int(cred.Uid), int(cred.Gid))
-	}
-	t.Cleanup(func() { _ = os.Remove(path) })
-	return path
+	return userFile(t, "limited-"+ns+".kubeconfig", cfg)
 }
 
 // TestRunForwardsSignals sends SIGTERM to the plugin while the child runs: the child must get it,
