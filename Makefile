@@ -14,7 +14,7 @@ KBIN ?= /var/cache/kubectl-tp/k8s-v1.34.4
 export PATH := $(KBIN):/usr/local/go/bin:$(PATH)
 E2E_TIMEOUT ?= 45m
 
-.PHONY: all build image test unit lint e2e bench demo cluster-up cluster-down cluster-status clean
+.PHONY: all build image test unit lint e2e bench demo cluster-up cluster-down cluster-status clean dist dist-test
 
 all: build image
 
@@ -38,16 +38,17 @@ lint:
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /tests/e2e)
 
-## test: everything: lint, unit tests, then end-to-end tests on the real local cluster (started if needed)
-test: lint unit e2e
+## test: everything: lint, unit tests, release archives checked and installed with krew, then
+## end-to-end tests on the real local cluster (started if needed)
+test: lint unit dist-test e2e
 
 ## e2e: end-to-end tests against $(E2E_KUBECONFIG) (the local cluster, brought up if needed)
 e2e: build image cluster-up
 	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v ./tests/e2e/
 
 ## bench: kubectl-tp beside kubectl run / kubectl port-forward on the local cluster (BENCH_RTT=0,20ms,80ms)
-BENCH_RTT ?= 0
-BENCH_RUNS ?= 5
+BENCH_RTT ?= 0,20ms,80ms
+BENCH_RUNS ?= 3
 bench: build image cluster-up
 	$(GO) run ./tests/bench -plugin bin/kubectl-tp -rtt $(BENCH_RTT) -runs $(BENCH_RUNS)
 
@@ -55,6 +56,27 @@ bench: build image cluster-up
 demo: build image cluster-up
 	CGO_ENABLED=0 $(GO) build -o bin/testapp ./tests/testapp
 	bash tests/demo.sh
+
+## dist: release archives for linux, darwin, windows × amd64, arm64 (kubectl-tp, kubectl_complete-tp,
+## LICENSE), dist/SHA256SUMS, the podshim image for linux/amd64+arm64 as one OCI image index
+## (dist/podshim-image.tar, named $(IMAGE)), and krew-manifest.yaml from hack/krew-manifest.tmpl.yaml
+DIST ?= dist
+DIST_PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
+IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
+# krew takes only semver: a tag vX.Y.Z[…] as is, else v0.0.0-<describe> (g<hash> when the hash is all digits).
+KREW_VERSION ?= $(shell v='$(VERSION)'; if [[ $$v =~ ^v[0-9]+\.[0-9]+\.[0-9]+ ]]; then echo "$$v"; \
+	elif [[ $$v =~ ^[0-9]+$$ ]]; then echo "v0.0.0-g$$v"; else echo "v0.0.0-$$v"; fi)
+dist:
+	GO='$(GO)' VERSION='$(VERSION)' KREW_VERSION='$(KREW_VERSION)' LDFLAGS='$(LDFLAGS)' IMAGE='$(IMAGE)' \
+	  DIST='$(DIST)' PLATFORMS='$(DIST_PLATFORMS)' IMAGE_PLATFORMS='$(IMAGE_PLATFORMS)' bash hack/dist.sh
+
+## dist-test: check dist/, validate krew-manifest.yaml with krew's validator, install it with krew and run
+## `kubectl tp version` and completion through kubectl (krew $(KREW_TOOLS_VERSION), built once into $(KREW_TOOLS))
+KREW_TOOLS_VERSION ?= v0.4.4
+KREW_TOOLS ?= /var/cache/kubectl-tp/krew-$(KREW_TOOLS_VERSION)
+dist-test: dist
+	GO='$(GO)' VERSION='$(VERSION)' KREW_VERSION='$(KREW_VERSION)' IMAGE='$(IMAGE)' DIST='$(DIST)' \
+	  KREW_TOOLS_VERSION='$(KREW_TOOLS_VERSION)' KREW_TOOLS='$(KREW_TOOLS)' bash tests/dist/install_test.sh
 
 cluster-up:
 	bash tests/cluster/cluster.sh up

@@ -9,6 +9,7 @@ require (
 	github.com/miekg/dns v1.1.73
 	github.com/spf13/cobra v1.10.2
 	github.com/things-go/go-socks5 v0.0.6
+	golang.org/x/image v0.44.0
 	golang.org/x/net v0.57.0
 	golang.org/x/term v0.47.0
 	k8s.io/api v0.34.4

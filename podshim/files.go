@@ -21,9 +21,8 @@ import (
 
 // Limits of the files operation.
 const (
-	// MaxFilesBytes caps [tunnel.Request.MaxBytes]: the files of one path are held in
-	// memory before they are sent, so a larger request is reduced to this.
-	MaxFilesBytes = 64 << 20
+	// MaxFilesBytes caps [tunnel.Request.MaxBytes] (see [tunnel.MaxFilesBytes]).
+	MaxFilesBytes = tunnel.MaxFilesBytes
 	// MaxFilesPerPath is the most files sent for one path; a path with more is
 	// skipped like one over the byte limit.
 	MaxFilesPerPath = 10000

@@ -60,7 +60,7 @@ func (c Child) Run() (int, error) {
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = c.Stdin, c.Stdout, c.Stderr
 	// Its own process group: a signal reaches it once, from us, not twice (terminal + us).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	ownProcessGroup(cmd)
 	if err := cmd.Start(); err != nil {
 		return ExitCommandNotFound, fmt.Errorf("cannot start %s: %w", c.Argv[0], err)
 	}
@@ -73,15 +73,8 @@ func (c Child) runPTY(cmd *exec.Cmd, tty *os.File, sigs chan os.Signal) (int, er
 		return ExitCommandNotFound, fmt.Errorf("cannot start %s in a terminal: %w", c.Argv[0], err)
 	}
 	defer ptmx.Close()
-	winch := make(chan os.Signal, 1)
-	signal.Notify(winch, syscall.SIGWINCH)
-	defer signal.Stop(winch)
-	go func() {
-		for range winch {
-			_ = pty.InheritSize(tty, ptmx)
-		}
-	}()
-	winch <- syscall.SIGWINCH
+	stopResize := followWindowSize(tty, ptmx)
+	defer stopResize()
 	if old, err := term.MakeRaw(int(tty.Fd())); err == nil {
 		defer func() { _ = term.Restore(int(tty.Fd()), old) }()
 	}

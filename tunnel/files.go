@@ -17,6 +17,9 @@ const (
 	MaxFilesPaths = 64
 	// DefaultFilesMaxBytes is the per-path byte limit when [Request.MaxBytes] is 0.
 	DefaultFilesMaxBytes = 10 << 20
+	// MaxFilesBytes is the largest per-path limit a server honours: it holds the files of one
+	// path in memory before sending them, so a larger [Request.MaxBytes] is reduced to this.
+	MaxFilesBytes = 64 << 20
 )
 
 // Files asks the server for the regular files below each of paths (absolute, clean

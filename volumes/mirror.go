@@ -17,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/kubectl-tp/kubectl-tp/tunnel"
@@ -488,7 +487,7 @@ func (m *Mirror) writeFile(root *os.Root, rel string, data []byte) error {
 		}
 	}
 	tmp := path.Join(dir, tmpPrefix+randomHex())
-	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, fileMode)
+	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|oNoFollow, fileMode)
 	if err != nil {
 		return pathErr(err)
 	}
@@ -511,7 +510,7 @@ func (m *Mirror) writeFile(root *os.Root, rel string, data []byte) error {
 
 // sameContent reports whether the regular file rel holds exactly data.
 func sameContent(root *os.Root, rel string, data []byte) (bool, error) {
-	f, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	f, err := root.OpenFile(rel, os.O_RDONLY|oNoFollow|oNonBlock, 0)
 	if err != nil {
 		return false, err
 	}

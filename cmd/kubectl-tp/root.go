@@ -14,9 +14,17 @@ import (
 // NewRootCommand returns `kubectl tp` with its subcommands and the standard kubectl
 // connection flags (--kubeconfig, --context, -n/--namespace, --as, …).
 func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
+	return newRootCommand(streams, clientFor)
+}
+
+// newRootCommand is NewRootCommand with the clientset that shell completion lists from
+// made by clients (tests pass a fake).
+func newRootCommand(streams genericiooptions.IOStreams, clients clientFunc) *cobra.Command {
 	flags := genericclioptions.NewConfigFlags(true)
 	root := &cobra.Command{
-		Use:   "kubectl tp",
+		// The name is the binary's, so that `completion` scripts complete kubectl-tp and never
+		// take over kubectl's own completion; help shows the display name "kubectl tp".
+		Use:   "kubectl-tp",
 		Short: "Run a local process as if it ran in the cluster",
 		Long: `kubectl tp runs one process on your machine as if it ran inside the cluster: it reaches
 Services by name through SOCKS5, HTTP proxy and DNS servers on loopback, tunnelled through a
@@ -31,6 +39,7 @@ short-lived proxy pod. No root and no LD_PRELOAD are needed on your machine.`,
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	root.AddCommand(newVersionCommand(streams), newRunCommand(flags, streams), newStatusCommand(flags, streams), newCleanupCommand(flags, streams))
+	registerCompletions(root, flags, clients)
 	return root
 }
 

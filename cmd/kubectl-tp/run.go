@@ -20,8 +20,8 @@ import (
 
 	"github.com/kubectl-tp/kubectl-tp/envcapture"
 	"github.com/kubectl-tp/kubectl-tp/internal/version"
-	"github.com/kubectl-tp/kubectl-tp/podshim"
 	"github.com/kubectl-tp/kubectl-tp/session"
+	"github.com/kubectl-tp/kubectl-tp/tunnel"
 )
 
 // RunOptions are the options of `kubectl tp run`, filled by Complete and checked by Validate.
@@ -177,7 +177,7 @@ func (o *RunOptions) Validate() error {
 	if err != nil || q.Value() <= 0 {
 		return fmt.Errorf("--max-volume-size %q is not a size; use e.g. 10Mi or 1Gi", o.MaxVolumeSize)
 	}
-	if q.Value() > podshim.MaxFilesBytes {
+	if q.Value() > tunnel.MaxFilesBytes {
 		return fmt.Errorf("--max-volume-size %s is above the 64Mi podshim can send per volume; use 64Mi or less", o.MaxVolumeSize)
 	}
 	o.maxVolumeBytes = q.Value()

@@ -1,0 +1,29 @@
+//go:build !windows
+
+package session
+
+import (
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+
+	"github.com/creack/pty"
+)
+
+// ownProcessGroup puts the child in its own process group, so that a terminal's signal reaches it
+// once, from us, not twice.
+func ownProcessGroup(cmd *exec.Cmd) { cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} }
+
+// followWindowSize copies the terminal's size to the pty now and on every SIGWINCH.
+func followWindowSize(tty, ptmx *os.File) (stop func()) {
+	winch := make(chan os.Signal, 1)
+	signal.Notify(winch, syscall.SIGWINCH)
+	go func() {
+		for range winch {
+			_ = pty.InheritSize(tty, ptmx)
+		}
+	}()
+	winch <- syscall.SIGWINCH
+	return func() { signal.Stop(winch); close(winch) }
+}

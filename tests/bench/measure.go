@@ -1,0 +1,377 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// row is one line of the table: runs of kubectl-tp and of the baseline.
+type row struct {
+	name, short, unit string
+	tp, base          []float64
+	// baseNote replaces the baseline column when there is no baseline.
+	baseNote     string
+	higherBetter bool
+	// goal is the goal's text; met tells whether it holds (nil: no goal).
+	goal string
+	met  func(tp, ratio float64) bool
+	// absGoal marks a goal on kubectl-tp's own value rather than on the ratio.
+	absGoal bool
+}
+
+// session is a running `kubectl tp run -- bench -child agent|serve`.
+type session struct {
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	out   *bufio.Scanner
+	first result
+}
+
+// startSession starts kubectl-tp with extra flags and the bench copy in child mode as its command,
+// and reads the child's first line (naming the pod).
+func startSession(e *env, flags []string, childArgs ...string) (*session, error) {
+	args := append([]string{"--kubeconfig", e.kcfg, "run", "-n", *ns, "--quiet", "--image", *podImage}, flags...)
+	args = append(append(args, "--", e.self, "-child"), childArgs...)
+	s := &session{cmd: background(e.ctx, e.plugin, args...)}
+	s.in, _ = s.cmd.StdinPipe()
+	stdout, _ := s.cmd.StdoutPipe()
+	s.cmd.Stderr = os.Stderr
+	if err := s.cmd.Start(); err != nil {
+		return nil, err
+	}
+	s.out = bufio.NewScanner(stdout)
+	s.out.Buffer(nil, 1<<20)
+	if err := s.read(&s.first); err != nil {
+		s.stop()
+		return nil, fmt.Errorf("kubectl tp run: %w", err)
+	}
+	return s, nil
+}
+
+func (s *session) read(v any) error {
+	if !s.out.Scan() {
+		return fmt.Errorf("session ended early: %v", s.cmd.Wait())
+	}
+	return json.Unmarshal(s.out.Bytes(), v)
+}
+
+// do runs o in the session's agent.
+func (s *session) do(o op) (result, error) {
+	b, _ := json.Marshal(o)
+	if _, err := s.in.Write(append(b, '\n')); err != nil {
+		return result{}, err
+	}
+	var r result
+	if err := s.read(&r); err != nil {
+		return r, err
+	}
+	if r.Err != "" && r.Count == 0 {
+		return r, fmt.Errorf("kubectl-tp %s: %s", o.Op, r.Err)
+	}
+	return r, nil
+}
+
+// stop closes the child's stdin (it exits, so the session ends and deletes its pod) and waits.
+func (s *session) stop() {
+	s.in.Close()
+	done := make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		stopProcess(s.cmd)
+	}
+}
+
+// direct runs o in this process (the baseline, straight to a port-forward).
+func direct(o op) (result, error) {
+	r := do(o)
+	if r.Err != "" && r.Count == 0 {
+		return r, fmt.Errorf("baseline %s: %s", o.Op, r.Err)
+	}
+	return r, nil
+}
+
+// pair runs a and b in alternating order (a first on even runs) and returns their values.
+func pair(i int, a, b func() error) error {
+	if i%2 == 1 {
+		a, b = b, a
+	}
+	if err := a(); err != nil {
+		return err
+	}
+	return b()
+}
+
+func le(limit float64) func(float64, float64) bool {
+	return func(_, r float64) bool { return r <= limit }
+}
+func ge(limit float64) func(float64, float64) bool {
+	return func(_, r float64) bool { return r >= limit }
+}
+func absolute(f func(float64) bool) func(float64, float64) bool {
+	return func(tp, _ float64) bool { return f(tp) }
+}
+
+// measure runs every row at one RTT.
+func measure(e *env) ([]row, error) {
+	start := row{name: "start-up: `kubectl tp run -- true` vs `kubectl run --rm -i --restart=Never` (same image)", short: "start-up", unit: "s", goal: "≤ 1.0×", met: le(1.0)}
+	if err := measureStartup(e, &start); err != nil {
+		return nil, err
+	}
+	rows, err := measureForward(e)
+	if err != nil {
+		return nil, err
+	}
+	rev, err := measureReverse(e)
+	if err != nil {
+		return nil, err
+	}
+	return append(append([]row{start}, rows...), rev), nil
+}
+
+func measureStartup(e *env, start *row) error {
+	logf(e, "start-up")
+	for i := range *runs {
+		err := pair(i, func() error {
+			t0 := time.Now()
+			cmd := background(e.ctx, e.plugin, "--kubeconfig", e.kcfg, "run", "-n", *ns, "--quiet", "--image", *podImage, "--", "true")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("kubectl tp run: %v: %s", err, out)
+			}
+			start.tp = append(start.tp, time.Since(t0).Seconds())
+			return nil
+		}, func() error {
+			t0 := time.Now()
+			if out, err := kubectl(e.ctx, e.kcfg, "run", "-n", *ns, fmt.Sprintf("bench-%d", i), "--rm", "-i", "--restart=Never", "--quiet",
+				"--image", *podImage, "--image-pull-policy=IfNotPresent", "--command", "--",
+				"/podshim", "-insecure-no-token", "-idle-timeout=1ms", "-listen=127.0.0.1:0"); err != nil {
+				return fmt.Errorf("kubectl run: %v: %s", err, out)
+			}
+			start.base = append(start.base, time.Since(t0).Seconds())
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// measureForward runs the download, latency, connection-rate and memory rows in one session
+// (kubectl tp run -- bench -child agent) beside one kubectl port-forward to the same pod.
+func measureForward(e *env) ([]row, error) {
+	pf, pfCmd, err := portForward(e, "pod/bulk", 8080)
+	if err != nil {
+		return nil, err
+	}
+	defer stopProcess(pfCmd)
+	s, err := startSession(e, nil, "agent")
+	if err != nil {
+		return nil, err
+	}
+	defer s.stop()
+	cg, err := podCgroup(e, s.first.Pod)
+	if err != nil {
+		return nil, err
+	}
+	time.Sleep(2 * time.Second) // let podshim settle after start
+	idle, err := readMiB(filepath.Join(cg, "memory.usage_in_bytes"))
+	if err != nil {
+		return nil, err
+	}
+
+	local := fmt.Sprintf("http://127.0.0.1:%d", pf)
+	remote := fmt.Sprintf("http://%s:8080", e.bulkIP)
+	dl := func(mb int) string { return "/bytes?mb=" + strconv.Itoa(mb) }
+	tput := ge(0.95)
+	socks1 := row{name: fmt.Sprintf("bulk download, 1 stream, %d MiB: SOCKS5 vs `kubectl port-forward`", *mb), short: "1 stream SOCKS5", unit: "MB/s", higherBetter: true, goal: "≥ 0.95×", met: tput}
+	http1 := row{name: fmt.Sprintf("bulk download, 1 stream, %d MiB: HTTP proxy vs `kubectl port-forward`", *mb), short: "1 stream HTTP proxy", unit: "MB/s", higherBetter: true, goal: "≥ 0.95×", met: tput}
+	par8 := row{name: fmt.Sprintf("bulk download, 8 parallel streams × %d MiB, aggregate: SOCKS5 (one session) vs one `kubectl port-forward`", *parMB), short: "8 streams SOCKS5", unit: "MB/s", higherBetter: true, goal: "≥ 0.95×", met: tput}
+	kaP50 := row{name: "HTTP latency p50, keep-alive (one connection): SOCKS5 vs port-forward", short: "p50 keep-alive", unit: "ms", goal: "≤ 1.1×", met: le(1.1)}
+	kaP99 := row{name: "HTTP latency p99, keep-alive (one connection): SOCKS5 vs port-forward", short: "p99 keep-alive", unit: "ms"}
+	ncP50 := row{name: "HTTP latency p50, new connection per request: SOCKS5 vs port-forward", short: "p50 new conn", unit: "ms", goal: "≤ 1.1×", met: le(1.1)}
+	ncP99 := row{name: "HTTP latency p99, new connection per request: SOCKS5 vs port-forward", short: "p99 new conn", unit: "ms"}
+	conns := row{name: fmt.Sprintf("new TCP connections/s (%d dialers, one GET each): SOCKS5 vs port-forward", *connWorkers), short: "connections/s", unit: "conn/s", higherBetter: true, goal: "≥ 500/s", absGoal: true, met: absolute(func(v float64) bool { return v >= 500 })}
+	memIdle := row{name: "podshim memory, idle (container cgroup memory.usage_in_bytes)", short: "podshim idle", unit: "MiB", baseNote: "—", tp: []float64{idle}, goal: "≤ 15 MiB", absGoal: true, met: absolute(func(v float64) bool { return v <= 15 })}
+	mem100 := row{name: "podshim memory, 100 concurrent connections × 1 MiB (cgroup memory.max_usage_in_bytes)", short: "podshim 100 conns", unit: "MiB", baseNote: "—", goal: "≤ 40 MiB", absGoal: true, met: absolute(func(v float64) bool { return v <= 40 })}
+	shimRSS := row{name: "podshim peak RSS over all the above (VmHWM of the podshim process, found through the container cgroup)", short: "podshim peak RSS", unit: "MiB", baseNote: "—"}
+	client := row{name: "client peak RSS over all the above (VmHWM): kubectl-tp vs kubectl port-forward", short: "client peak RSS", unit: "MiB", goal: "≤ 60 MiB", absGoal: true, met: absolute(func(v float64) bool { return v <= 60 })}
+
+	var latCounts, connErrs []string
+	for i := range *runs {
+		type job struct {
+			r          *row
+			tp, base   op
+			tpV, baseV func(result) float64
+		}
+		value := func(r result) float64 { return r.Value }
+		p50 := func(r result) float64 { return r.P50 }
+		lat := func(ka bool) (op, op) {
+			o := op{Op: "latency", N: *latN, Max: *latMax, KeepAlive: ka}
+			t, b := o, o
+			t.URL, t.Via, b.URL = remote+"/color", "socks", local+"/color"
+			return t, b
+		}
+		kaT, kaB := lat(true)
+		ncT, ncB := lat(false)
+		cr := op{Op: "connrate", Max: *connDur, Workers: *connWorkers}
+		crT, crB := cr, cr
+		crT.URL, crT.Via, crB.URL = e.bulkIP+":8080", "socks", fmt.Sprintf("127.0.0.1:%d", pf)
+		jobs := []job{
+			{&socks1, op{Op: "bulk", URL: remote + dl(*mb), Via: "socks", Streams: 1}, op{Op: "bulk", URL: local + dl(*mb), Streams: 1}, value, value},
+			{&http1, op{Op: "bulk", URL: remote + dl(*mb), Via: "http", Streams: 1}, op{Op: "bulk", URL: local + dl(*mb), Streams: 1}, value, value},
+			{&par8, op{Op: "bulk", URL: remote + dl(*parMB), Via: "socks", Streams: 8}, op{Op: "bulk", URL: local + dl(*parMB), Streams: 8}, value, value},
+			{&kaP50, kaT, kaB, p50, p50},
+			{&ncP50, ncT, ncB, p50, p50},
+			{&conns, crT, crB, value, value},
+		}
+		for _, j := range jobs {
+			logf(e, "run %d: %s", i+1, j.r.short)
+			var tr, br result
+			err := pair(i, func() (err error) {
+				tr, err = s.do(j.tp)
+				return err
+			}, func() (err error) {
+				br, err = direct(j.base)
+				return err
+			})
+			if err != nil {
+				return nil, err
+			}
+			j.r.tp = append(j.r.tp, j.tpV(tr))
+			j.r.base = append(j.r.base, j.baseV(br))
+			switch j.r {
+			case &kaP50:
+				kaP99.tp, kaP99.base = append(kaP99.tp, tr.P99), append(kaP99.base, br.P99)
+				latCounts = append(latCounts, fmt.Sprintf("%d/%d", tr.Count, br.Count))
+			case &ncP50:
+				ncP99.tp, ncP99.base = append(ncP99.tp, tr.P99), append(ncP99.base, br.P99)
+				latCounts = append(latCounts, fmt.Sprintf("%d/%d", tr.Count, br.Count))
+			case &conns:
+				if tr.Errors+br.Errors > 0 {
+					connErrs = append(connErrs, fmt.Sprintf("%d/%d failed (%s%s)", tr.Errors, br.Errors, tr.Err, br.Err))
+				}
+			}
+		}
+		logf(e, "run %d: 100 connections", i+1)
+		// 100 connections: reset podshim's peak, load both sides the same way.
+		if err := os.WriteFile(filepath.Join(cg, "memory.max_usage_in_bytes"), []byte("0"), 0); err != nil {
+			return nil, fmt.Errorf("resetting podshim's peak memory: %w", err)
+		}
+		h := op{Op: "hold", Streams: 100, Max: time.Second}
+		hT, hB := h, h
+		hT.URL, hT.Via, hB.URL = remote+dl(1), "socks", local+dl(1)
+		err := pair(i, func() error { _, err := s.do(hT); return err }, func() error { _, err := direct(hB); return err })
+		if err != nil {
+			return nil, err
+		}
+		peak, err := readMiB(filepath.Join(cg, "memory.max_usage_in_bytes"))
+		if err != nil {
+			return nil, err
+		}
+		mem100.tp = append(mem100.tp, peak)
+	}
+	tpRSS, err := vmHWM(s.cmd.Process.Pid)
+	if err != nil {
+		return nil, err
+	}
+	pfRSS, err := vmHWM(pfCmd.Process.Pid)
+	if err != nil {
+		return nil, err
+	}
+	client.tp, client.base = []float64{tpRSS}, []float64{pfRSS}
+	if v, err := cgroupHWM(cg); err == nil {
+		shimRSS.tp = []float64{v}
+	} else {
+		shimRSS.name += fmt.Sprintf(" (not read: %v)", err)
+		shimRSS.tp = []float64{0}
+	}
+	kaP50.name += fmt.Sprintf(" (requests per run, tp/baseline: %s)", joinEvery(latCounts, 0))
+	ncP50.name += fmt.Sprintf(" (requests per run, tp/baseline: %s)", joinEvery(latCounts, 1))
+	if len(connErrs) > 0 {
+		conns.name += " — errors: " + fmt.Sprint(connErrs)
+	}
+	return []row{socks1, http1, par8, kaP50, kaP99, ncP50, ncP99, conns, memIdle, mem100, shimRSS, client}, nil
+}
+
+// joinEvery joins every second element of s starting at from.
+func joinEvery(s []string, from int) string {
+	out := ""
+	for i := from; i < len(s); i += 2 {
+		if out != "" {
+			out += ", "
+		}
+		out += s[i]
+	}
+	return out
+}
+
+// measureReverse times the --expose path: a pod in the cluster downloads from a local server
+// through the session's pod. The baseline pushes the same bytes the same way (local → pod through
+// the API server) over a raw `kubectl port-forward`: a local POST to a sink in the client pod.
+func measureReverse(e *env) (row, error) {
+	r := row{name: fmt.Sprintf("reverse path, %d MiB: in-cluster client → `--expose` → local server, vs local client POSTing the same bytes to the pod over `kubectl port-forward` (same direction through the API server)", *revMB),
+		short: "reverse (--expose)", unit: "MB/s", higherBetter: true}
+	logf(e, "reverse path")
+	port, err := freePort()
+	if err != nil {
+		return r, err
+	}
+	pf, pfCmd, err := portForward(e, "pod/bclient", 9090)
+	if err != nil {
+		return r, err
+	}
+	defer stopProcess(pfCmd)
+	s, err := startSession(e, []string{"--expose", fmt.Sprintf("%d:8080", port)}, "serve", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return r, err
+	}
+	defer s.stop()
+	ip, err := kubectl(e.ctx, e.kcfg, "get", "pod", "-n", *ns, s.first.Pod, "-o", "jsonpath={.status.podIP}")
+	if err != nil || ip == "" {
+		return r, fmt.Errorf("session pod IP: %v %s", err, ip)
+	}
+	for i := range *runs {
+		err := pair(i, func() error {
+			out, err := kubectl(e.ctx, e.kcfg, "exec", "-n", *ns, "bclient", "--", "/b/bench", "-child", "fetch",
+				fmt.Sprintf("http://%s:8080/bytes?mb=%d", ip, *revMB))
+			if err != nil {
+				return fmt.Errorf("in-cluster fetch: %v: %s", err, out)
+			}
+			var v struct{ Seconds, Bytes float64 }
+			if err := json.Unmarshal([]byte(out), &v); err != nil || v.Seconds == 0 {
+				return fmt.Errorf("in-cluster fetch: %q: %v", out, err)
+			}
+			r.tp = append(r.tp, v.Bytes/1e6/v.Seconds)
+			return nil
+		}, func() error {
+			v, err := upload(e.ctx, fmt.Sprintf("http://127.0.0.1:%d/sink", pf), *revMB)
+			if err != nil {
+				return err
+			}
+			r.base = append(r.base, v)
+			return nil
+		})
+		if err != nil {
+			return r, err
+		}
+	}
+	if len(r.tp) == 0 {
+		return r, errors.New("no reverse-path runs")
+	}
+	return r, nil
+}
+
+// logf reports progress on stderr with the RTT and the time since the RTT's start.
+func logf(e *env, format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: [RTT %s +%s] %s\n", rttName(e.rtt), time.Since(e.began).Round(time.Second), fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// section is the table's rows at one added RTT.
+type section struct {
+	rtt  time.Duration
+	rows []row
+}
+
+func stats(v []float64) (med, lo, hi float64) {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	med = s[n/2]
+	if n%2 == 0 {
+		med = (s[n/2-1] + s[n/2]) / 2
+	}
+	return med, s[0], s[n-1]
+}
+
+// cell formats a median with its min–max (only the value for a single sample).
+func cell(v []float64, unit string) string {
+	m, lo, hi := stats(v)
+	f := "%.2f"
+	if m >= 100 {
+		f = "%.0f"
+	} else if m >= 10 {
+		f = "%.1f"
+	}
+	if len(v) == 1 {
+		return fmt.Sprintf(f+" %s", m, unit)
+	}
+	return fmt.Sprintf(f+" %s ("+f+"–"+f+")", m, unit, lo, hi)
+}
+
+// ratio is the kubectl-tp median over the baseline median (ok false without a baseline).
+func (r row) ratio() (float64, bool) {
+	if len(r.base) == 0 || len(r.tp) == 0 {
+		return 0, false
+	}
+	b, _, _ := stats(r.base)
+	t, _, _ := stats(r.tp)
+	if b == 0 {
+		return 0, false
+	}
+	return t / b, true
+}
+
+// verdict is "met", "not met" or "" (no goal).
+func (r row) verdict() string {
+	if r.met == nil || len(r.tp) == 0 {
+		return ""
+	}
+	t, _, _ := stats(r.tp)
+	q, _ := r.ratio()
+	if r.met(t, q) {
+		return "met"
+	}
+	return "**not met**"
+}
+
+func rttName(d time.Duration) string {
+	if d == 0 {
+		return "0"
+	}
+	return d.String()
+}
+
+// tableMarkdown renders sections as one table.
+func tableMarkdown(secs []section) string {
+	var b strings.Builder
+	b.WriteString("\n| RTT | measurement | kubectl-tp | baseline | ratio | goal |\n| --- | --- | --- | --- | --- | --- |\n")
+	for _, s := range secs {
+		for _, r := range s.rows {
+			base := r.baseNote
+			if len(r.base) > 0 {
+				base = cell(r.base, r.unit)
+			}
+			ratio := "—"
+			if q, ok := r.ratio(); ok {
+				dir := "lower is better"
+				if r.higherBetter {
+					dir = "higher is better"
+				}
+				ratio = fmt.Sprintf("%.2f× (%s)", q, dir)
+			}
+			goal := "—"
+			if r.goal != "" {
+				goal = r.goal + ": " + r.verdict()
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", rttName(s.rtt), r.name, cell(r.tp, r.unit), base, ratio, goal)
+		}
+	}
+	return b.String()
+}
+
+// goalSummary lists each goal and the RTTs where it was met or missed.
+func goalSummary(secs []section) string {
+	type g struct {
+		text      string
+		met, miss []string
+	}
+	var order []string
+	goals := map[string]*g{}
+	for _, s := range secs {
+		for _, r := range s.rows {
+			if r.goal == "" || len(r.tp) == 0 {
+				continue
+			}
+			key := r.short + " " + r.goal
+			if goals[key] == nil {
+				goals[key] = &g{text: fmt.Sprintf("%s %s", r.short, r.goal)}
+				order = append(order, key)
+			}
+			at := rttName(s.rtt)
+			if q, ok := r.ratio(); ok && !r.absGoal {
+				at += fmt.Sprintf(" (%.2f×)", q)
+			} else {
+				t, _, _ := stats(r.tp)
+				at += fmt.Sprintf(" (%.1f %s)", t, r.unit)
+			}
+			if r.verdict() == "met" {
+				goals[key].met = append(goals[key].met, at)
+			} else {
+				goals[key].miss = append(goals[key].miss, at)
+			}
+		}
+	}
+	var b strings.Builder
+	b.WriteString("\n## Goals\n\n| goal | met at RTT | not met at RTT |\n| --- | --- | --- |\n")
+	for _, k := range order {
+		x := goals[k]
+		met, miss := strings.Join(x.met, ", "), strings.Join(x.miss, ", ")
+		if met == "" {
+			met = "—"
+		}
+		if miss == "" {
+			miss = "—"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", x.text, met, miss)
+	}
+	return b.String()
+}
+
+// report is the whole Markdown document.
+func report(in info, secs []section) string {
+	var b strings.Builder
+	var rs []string
+	for _, s := range secs {
+		rs = append(rs, rttName(s.rtt))
+	}
+	fmt.Fprintf(&b, "# kubectl-tp benchmarks\n\nWritten by `make bench` (`go run ./tests/bench`, see its package doc) on %s in %s.\n\n", in.date, in.runtime.Round(time.Second))
+	fmt.Fprintf(&b, "- Machine: %d CPUs (%s), %s memory, Linux %s; a single-node local cluster (tests/cluster) on the same machine, shared with other work while measuring.\n", in.cpus, in.cpuModel, in.memory, in.kernel)
+	fmt.Fprintf(&b, "- Versions: %s (image `%s`), Kubernetes server %s, kubectl %s, %s.\n", in.plugin, *podImage, in.server, in.kubectl, in.goVersion)
+	fmt.Fprintf(&b, "- Method: %d runs per measurement, kubectl-tp and the baseline alternating (the order flips each run); each cell is the median with min–max. Ratio = kubectl-tp median ÷ baseline median. Added RTT: %s, by a delaying TCP proxy in front of the API server (tests/latency), so it applies to every API-server hop of both kubectl-tp and kubectl.\n", *runs, strings.Join(rs, ", "))
+	fmt.Fprintf(&b, "- Targets: the test app pod `bulk`, by pod IP through kubectl-tp and by `kubectl port-forward pod/bulk` for the baseline. Latency rows: GET /color, up to %d requests or %s per run (the request counts are in the row). Connections/s: %s per run.\n", *latN, *latMax, *connDur)
+	b.WriteString("- Memory: podshim from its container's memory cgroup (v1; includes page cache), idle 2 s after start and the peak while 100 connections each download 1 MiB at once and stay open 1 s; client = peak RSS (VmHWM) of the kubectl-tp process and of the baseline `kubectl port-forward` after the same workload.\n")
+	b.WriteString("- Caveats: tests/latency delays every chunk but buffers without limit, so it adds round trips without the bandwidth-delay cap of a real long link (throughput barely drops with RTT here); connections/s use a fixed number of dialers, so at an added RTT they are bound by round trips per connection, not by either tool; the 2 CPUs also run the cluster, curl and the bench, so throughput rows vary by tens of percent between runs.\n")
+	b.WriteString(tableMarkdown(secs))
+	b.WriteString(goalSummary(secs))
+	b.WriteString("\n![ratios kubectl-tp ÷ baseline per RTT](benchmarks.png)\n")
+	return b.String()
+}
