@@ -437,19 +437,20 @@ cmd_down() {
 }
 
 cleanup_cni_iptables() {
-  local chain rule
-  # Rules in POSTROUTING that jump to CNI-* chains (the bridge plugin's ipMasq) for our pod CIDR.
-  while read -r rule; do
-    [[ -n $rule ]] && iptables -t nat ${rule/-A/-D} 2>/dev/null || true
-  done < <(iptables -t nat -S POSTROUTING 2>/dev/null | grep -E -- '-j CNI-' || true)
-  for chain in $(iptables -t nat -S 2>/dev/null | awk '$1=="-N" && $2 ~ /^CNI-/ {print $2}'); do
-    iptables -t nat -F "$chain" 2>/dev/null || true
-    iptables -t nat -X "$chain" 2>/dev/null || true
-  done
-  for chain in $(iptables -t filter -S 2>/dev/null | awk '$1=="-N" && $2 ~ /^CNI-/ {print $2}'); do
-    while read -r rule; do [[ -n $rule ]] && iptables -t filter ${rule/-A/-D} 2>/dev/null || true; done < <(iptables -t filter -S FORWARD | grep -- "-j $chain" || true)
-    iptables -t filter -F "$chain" 2>/dev/null || true
-    iptables -t filter -X "$chain" 2>/dev/null || true
+  # Rules that jump to the chains of kubelet/kube-proxy (KUBE-*) and of our CNI network (CNI-*,
+  # tagged with our network name), then those chains. `iptables -S` prints shell-quoted words.
+  local table rule chain
+  for table in filter nat mangle; do
+    while read -r rule; do
+      [[ -n $rule ]] && eval "iptables -w -t $table ${rule/-A /-D }" 2>/dev/null || true
+    done < <(iptables -w -t "$table" -S 2>/dev/null | grep -E -- '^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) .*-j (KUBE-|CNI-)' |
+      grep -E -- '-j KUBE-|kubectl-tp-e2e' || true)
+    for chain in $(iptables -w -t "$table" -S 2>/dev/null | awk '$1=="-N" && ($2 ~ /^KUBE-/ || $2 ~ /^CNI-/) {print $2}'); do
+      iptables -w -t "$table" -F "$chain" 2>/dev/null || true
+    done
+    for chain in $(iptables -w -t "$table" -S 2>/dev/null | awk '$1=="-N" && ($2 ~ /^KUBE-/ || $2 ~ /^CNI-/) {print $2}'); do
+      iptables -w -t "$table" -X "$chain" 2>/dev/null || true
+    done
   done
 }
 
