@@ -1,7 +1,11 @@
 # kubectl-tp — the two commands a fresh machine needs are `make demo` and `make test` (see README.md).
 SHELL := /bin/bash
 GO ?= go
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Computed once (:=): `make dist` rewrites the tracked krew-manifest.yaml, and a version read again
+# afterwards would gain -dirty half-way through a run.
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+endif
 IMAGE_REPO ?= ghcr.io/kubectl-tp/podshim
 IMAGE ?= $(IMAGE_REPO):$(VERSION)
 LDFLAGS := -s -w -X github.com/kubectl-tp/kubectl-tp/internal/version.Version=$(VERSION) \
