@@ -6,6 +6,8 @@ GO ?= go
 ifeq ($(origin VERSION),undefined)
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 endif
+# Sub-makes (tests/cluster/cluster.sh runs `make image`) see the same version.
+export VERSION
 IMAGE_REPO ?= ghcr.io/kubectl-tp/podshim
 IMAGE ?= $(IMAGE_REPO):$(VERSION)
 LDFLAGS := -s -w -X github.com/kubectl-tp/kubectl-tp/internal/version.Version=$(VERSION) \
