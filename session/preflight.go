@@ -15,6 +15,7 @@ type Permission struct {
 	Verb, Resource, Subresource string
 }
 
+// String writes the permission as kubectl auth can-i would: "create pods/portforward".
 func (p Permission) String() string {
 	if p.Subresource != "" {
 		return p.Verb + " " + p.Resource + "/" + p.Subresource

@@ -56,6 +56,7 @@ func ParseTarget(s string) (Target, error) {
 	return Target{Kind: canon, Name: name, Container: container}, nil
 }
 
+// String writes the target back in --from syntax, e.g. "deployment/api:app".
 func (t Target) String() string {
 	s := strings.TrimSuffix(t.Kind, "s") + "/" + t.Name
 	if t.Container != "" {

@@ -35,6 +35,7 @@ type exitError struct {
 	err  error
 }
 
+// Error returns the wrapped error's text, or the exit status.
 func (e exitError) Error() string {
 	if e.err != nil {
 		return e.err.Error()
