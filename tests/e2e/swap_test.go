@@ -69,7 +69,15 @@ spec:
 `, name, testappImage))
 	kubectl(t, "rollout", "status", "-n", ns, "deployment/"+name, "--timeout=120s")
 	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "pod/"+name+"-client", "--timeout=120s")
-	return portForward(t, ns, "pod/"+name+"-client", 8080)
+	client := portForward(t, ns, "pod/"+name+"-client", 8080)
+	// A rolled-out Deployment is not yet a programmed Service: wait until kube-proxy routes it.
+	waitFor(t, 30*time.Second, "Service "+name+" to answer in the cluster", func() error {
+		if got := inCluster(t, client, "http://"+name+"/color"); got != "green" {
+			return fmt.Errorf("got %q", got)
+		}
+		return nil
+	})
+	return client
 }
 
 // inCluster fetches url from inside the cluster (through the client pod) and returns the body, or
@@ -116,7 +124,7 @@ func TestSwapDeployment(t *testing.T) {
 	waitFor(t, 60*time.Second, "the local app to start", func() error { _, err := os.Stat(ready); return err })
 	defer os.Remove(ready)
 	// First in-cluster request served locally.
-	waitFor(t, 30*time.Second, "the Service to answer blue", func() error {
+	waitFor(t, 60*time.Second, "the Service to answer blue", func() error {
 		if got := inCluster(t, client, "http://api/color"); got != "blue" {
 			out, _ := kubectlErr("get", "pods,endpointslices", "-n", ns, "-o", "wide")
 			return fmt.Errorf("got %q\n%s\n%s", got, out, stderr.String())
