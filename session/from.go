@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -47,10 +48,14 @@ func (s *Session) capture(ctx, runCtx context.Context, pod *corev1.Pod) error {
 	}
 	root := s.opts.Mount
 	if root == "" || root == "true" {
-		if root, err = os.MkdirTemp("", "kubectl-tp-"+s.ID+"-"); err != nil {
+		SweepStaleCopies(s.opts.Stderr)
+		if root, err = os.MkdirTemp("", copyPrefix+s.ID+"-"); err != nil {
 			return fmt.Errorf("creating the local copy of the volumes: %w", err)
 		}
 		s.removeRoot = true
+		if err := os.WriteFile(filepath.Join(root, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o600); err != nil {
+			return fmt.Errorf("creating the local copy of the volumes: %w", err)
+		}
 	} else {
 		if root, err = filepath.Abs(root); err != nil {
 			return err
@@ -100,3 +105,30 @@ func (s *Session) writeEnvFile(path string, syntax envcapture.Syntax) error {
 
 // mountsEnv joins mount paths as TP_MOUNTS carries them.
 func mountsEnv(m []string) string { return strings.Join(m, ":") }
+
+// copyPrefix names the temporary directories that hold volume copies; ownerFile in each records the
+// PID of the kubectl-tp that made it.
+const (
+	copyPrefix = "kubectl-tp-"
+	ownerFile  = ".kubectl-tp-pid"
+)
+
+// SweepStaleCopies removes the volume copies (secrets included) that a kubectl-tp killed with
+// SIGKILL or by a crash left in the temporary directory: those of this user whose recorded
+// process is gone. Every session start and `kubectl tp cleanup` call it.
+func SweepStaleCopies(w io.Writer) {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), copyPrefix+"*"))
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, ownerFile))
+		if err != nil {
+			continue // not ours, or not readable by us
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || processAlive(pid) {
+			continue
+		}
+		if err := os.RemoveAll(d); err == nil && w != nil {
+			fmt.Fprintf(w, "kubectl-tp: removed %s, the volume copy of a session that ended without cleaning up\n", d)
+		}
+	}
+}

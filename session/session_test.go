@@ -2,6 +2,11 @@ package session
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -149,5 +154,45 @@ func TestPreflight(t *testing.T) {
 				t.Fatalf("err = %v, want containing %q", err, tc.errPart)
 			}
 		})
+	}
+}
+
+func TestSweepStaleCopies(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, owner string
+		kept        bool
+	}{
+		{"live session", strconv.Itoa(os.Getpid()), true},
+		{"dead session", strconv.Itoa(dead.Process.Pid), false},
+		{"no owner file", "", true},
+		{"garbage owner", "not-a-pid", true},
+	}
+	for i, tc := range cases {
+		d := filepath.Join(tmp, fmt.Sprintf("kubectl-tp-%d-x", i))
+		if err := os.MkdirAll(filepath.Join(d, "etc/secret"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if tc.owner != "" {
+			if err := os.WriteFile(filepath.Join(d, ownerFile), []byte(tc.owner), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var out strings.Builder
+	SweepStaleCopies(&out)
+	for i, tc := range cases {
+		_, err := os.Stat(filepath.Join(tmp, fmt.Sprintf("kubectl-tp-%d-x", i)))
+		if kept := err == nil; kept != tc.kept {
+			t.Errorf("%s: kept = %v, want %v", tc.name, kept, tc.kept)
+		}
+	}
+	if !strings.Contains(out.String(), "kubectl-tp-1-x") {
+		t.Errorf("removal not reported: %q", out.String())
 	}
 }

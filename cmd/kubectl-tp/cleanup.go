@@ -106,8 +106,9 @@ func (o *CleanupOptions) Run(ctx context.Context) error {
 		actions++
 		fmt.Fprintf(o.Out, "pod/%s in %s: deleted (session %s ended: %s)\n", p.Name, p.Namespace, p.Labels[session.LabelSession], p.Status.Phase)
 	}
+	session.SweepStaleCopies(o.Out)
 	if actions == 0 {
-		fmt.Fprintln(o.Out, "Nothing to clean up.")
+		fmt.Fprintln(o.Out, "Nothing to clean up in the cluster.")
 	}
 	return nil
 }

@@ -198,8 +198,18 @@ func TestSwapCrashThenCleanup(t *testing.T) {
 	if st := tp(t, "status", "-n", ns, "-o", "json"); st.Code != 0 || !strings.Contains(st.Stdout, `"swappedDeployment": "api"`) {
 		t.Errorf("status: %s", st)
 	}
+	pods := tpPods(t, ns)
+	if len(pods) != 1 {
+		t.Fatalf("want one proxy pod, got %v", pods)
+	}
+	session := strings.TrimPrefix(strings.SplitN(pods[0], "=", 2)[0], "tp-")
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	_ = cmd.Wait()
+	// The killed session could not remove its copy of the Deployment's volumes (secrets).
+	stale, _ := filepath.Glob(filepath.Join(os.TempDir(), "kubectl-tp-"+session+"-*"))
+	if len(stale) != 1 {
+		t.Fatalf("want the killed session's volume copy in %s, found %v", os.TempDir(), stale)
+	}
 	if got := replicas(t, ns, "api"); !strings.HasPrefix(got, "0 ") {
 		t.Fatalf("right after the crash the Deployment should still be swapped, got %q", got)
 	}
@@ -217,6 +227,9 @@ func TestSwapCrashThenCleanup(t *testing.T) {
 	}
 	if got := replicas(t, ns, "api"); got != "2 " {
 		t.Fatalf("after cleanup: %q", got)
+	}
+	if _, err := os.Stat(stale[0]); !os.IsNotExist(err) {
+		t.Errorf("cleanup left the dead session's volume copy %s (err %v)\n%s", stale[0], err, c)
 	}
 	noPodsLeft(t, ns, 20*time.Second)
 }
