@@ -68,7 +68,9 @@ func (c Child) Run() (int, error) {
 }
 
 func (c Child) runPTY(cmd *exec.Cmd, tty *os.File, sigs chan os.Signal) (int, error) {
-	ptmx, err := pty.Start(cmd)
+	// Start with the terminal's size, so the child never sees 0x0; later changes follow SIGWINCH.
+	size, _ := pty.GetsizeFull(tty)
+	ptmx, err := pty.StartWithSize(cmd, size)
 	if err != nil {
 		return ExitCommandNotFound, fmt.Errorf("cannot start %s in a terminal: %w", c.Argv[0], err)
 	}
