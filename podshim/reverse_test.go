@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kubectl-tp/kubectl-tp/internal/testnet"
 	"io"
 	"net"
 	"os"
@@ -76,64 +77,26 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// serveEcho echoes every connection on ln, half-closing after the peer does.
+// serveEcho echoes every connection on ln and returns its port.
 func serveEcho(t *testing.T, ln net.Listener) int {
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-			}()
-		}
-	}()
+	testnet.Serve(t, ln)
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
+// localEcho starts a loopback echo server and returns its port.
 func localEcho(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return serveEcho(t, ln)
-}
-
-// logBuf collects log lines safely across goroutines.
-type logBuf struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *logBuf) logf(format string, args ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, fmt.Sprintf(format, args...))
-}
-
-func (l *logBuf) count(substr string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, s := range l.lines {
-		if strings.Contains(s, substr) {
-			n++
-		}
-	}
+	_, p, _ := net.SplitHostPort(testnet.Echo(t))
+	n, _ := strconv.Atoi(p)
 	return n
 }
 
 // startForwarder runs a Forwarder until the end of the test.
-func startForwarder(t *testing.T, c reverse.Client, ports map[int]int, pool int) *logBuf {
+func startForwarder(t *testing.T, c reverse.Client, ports map[int]int, pool int) *testnet.Log {
 	t.Helper()
-	lb := &logBuf{}
+	lb := &testnet.Log{}
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &reverse.Forwarder{Client: c, Ports: ports, Pool: pool, Logf: lb.logf}
+	f := &reverse.Forwarder{Client: c, Ports: ports, Pool: pool, Logf: lb.Logf}
 	if err := f.Start(ctx); err != nil {
 		cancel()
 		t.Fatalf("Start: %v", err)
@@ -264,8 +227,8 @@ func TestReverseNothingListening(t *testing.T) {
 		}
 	}
 	want := fmt.Sprintf("nothing listens on 127.0.0.1:%d", local)
-	if n := lb.count(want); n != 1 {
-		t.Errorf("%q logged %d times, want once: %q", want, n, lb.lines)
+	if n := lb.Count(want); n != 1 {
+		t.Errorf("%q logged %d times, want once: %q", want, n, lb.Lines())
 	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(local))

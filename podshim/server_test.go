@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/kubectl-tp/kubectl-tp/internal/testnet"
 	"io"
 	"net"
 	"os"
@@ -35,24 +36,8 @@ func listen(t *testing.T) net.Listener {
 	return ln
 }
 
-// echoServer echoes every connection and half-closes after the client does.
-func echoServer(t *testing.T) string {
-	ln := listen(t)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
+// echoServer starts a loopback echo server that half-closes after the client does.
+func echoServer(t *testing.T) string { return testnet.Echo(t) }
 
 // refusingAddr returns a loopback address where nothing listens.
 func refusingAddr(t *testing.T) string {

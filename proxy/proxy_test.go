@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/kubectl-tp/kubectl-tp/internal/testnet"
 	"io"
 	"net"
 	"net/http"
@@ -66,23 +67,7 @@ func listen(t *testing.T) net.Listener {
 }
 
 // echoAddr starts a loopback TCP echo server.
-func echoAddr(t *testing.T) string {
-	ln := listen(t)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
+func echoAddr(t *testing.T) string { return testnet.Echo(t) }
 
 // serve runs serve on ln and checks that it returns nil after stop at cleanup.
 func serve(t *testing.T, serveFn func() error, stop func() error) {

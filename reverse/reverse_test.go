@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kubectl-tp/kubectl-tp/internal/testnet"
 	"io"
 	"net"
 	"strings"
@@ -79,29 +80,6 @@ func (c *fakeCloser) Close() error {
 
 func (c *fakeCloser) brk()                  { c.once.Do(func() { close(c.done) }) }
 func (c *fakeCloser) Done() <-chan struct{} { return c.done }
-
-type logBuf struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *logBuf) logf(format string, args ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, fmt.Sprintf(format, args...))
-}
-
-func (l *logBuf) count(substr string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, s := range l.lines {
-		if strings.Contains(s, substr) {
-			n++
-		}
-	}
-	return n
-}
 
 // run starts f.Run and returns a function that cancels it and returns its result.
 func run(t *testing.T, f *Forwarder) (stop func() error) {
@@ -266,12 +244,12 @@ func TestRunRefusesConnections(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fc := newFakeClient()
-			lb := &logBuf{}
+			lb := &testnet.Log{}
 			var dials atomic.Int32
 			f := &Forwarder{
 				Client: fc,
 				Ports:  map[int]int{8080: 3000},
-				Logf:   lb.logf,
+				Logf:   lb.Logf,
 				DialLocal: func(ctx context.Context, port int) (net.Conn, error) {
 					dials.Add(1)
 					return nil, &net.OpError{Op: "dial", Net: "tcp", Err: tt.dialErr}
@@ -287,8 +265,8 @@ func TestRunRefusesConnections(t *testing.T) {
 				}
 				a.Close()
 			}
-			if n := lb.count(tt.wantLog); n != 1 {
-				t.Errorf("%q logged %d times for 3 connections, want once: %q", tt.wantLog, n, lb.lines)
+			if n := lb.Count(tt.wantLog); n != 1 {
+				t.Errorf("%q logged %d times for 3 connections, want once: %q", tt.wantLog, n, lb.Lines())
 			}
 			if wantDials := map[bool]int32{true: 3, false: 0}[tt.dialErr != nil]; dials.Load() != wantDials {
 				t.Errorf("DialLocal called %d times, want %d", dials.Load(), wantDials)
@@ -299,8 +277,8 @@ func TestRunRefusesConnections(t *testing.T) {
 
 func TestRunExposesAgainWhenStreamBreaks(t *testing.T) {
 	fc := newFakeClient()
-	lb := &logBuf{}
-	stop := run(t, &Forwarder{Client: fc, Ports: map[int]int{8080: 3000, 9090: 4000}, Logf: lb.logf})
+	lb := &testnet.Log{}
+	stop := run(t, &Forwarder{Client: fc, Ports: map[int]int{8080: 3000, 9090: 4000}, Logf: lb.Logf})
 	waitFor(t, "the first Expose", func() bool { c, _ := fc.exposeCalls(); return len(c) == 1 })
 	_, closers := fc.exposeCalls()
 	closers[0].brk()
@@ -315,7 +293,7 @@ func TestRunExposesAgainWhenStreamBreaks(t *testing.T) {
 	if !closers[1].closed.Load() {
 		t.Error("second expose stream not closed after Run returned")
 	}
-	if n := lb.count("exposed again"); n != 1 {
-		t.Errorf("logged %q: %q", "exposed again", lb.lines)
+	if n := lb.Count("exposed again"); n != 1 {
+		t.Errorf("logged %q: %q", "exposed again", lb.Lines())
 	}
 }
