@@ -2,13 +2,15 @@
 // port-forward subresource, without binding any local port.
 //
 // A Forwarder keeps a single upgraded connection (websocket, falling back to SPDY as kubectl ≥ 1.31
-// does) and opens a fresh pair of port-forward streams on it for every Open, exactly as
-// `kubectl port-forward` does for every accepted local connection; so one stream per proxied
-// connection moves data at the speed of raw port-forward, and a slow stream does not stall the
-// others. When the connection breaks, the next Open dials a new one.
+// does) and opens a fresh pair of port-forward streams on it for every Open, as
+// `kubectl port-forward` does for every accepted local connection, but with the pair's two streams
+// created at once (one round trip to the node instead of two). kubectl-tp opens one such stream as
+// the carrier of its multiplexed tunnel (tunnel.Mux). When the connection breaks, the next Open
+// dials a new one.
 //
 // What it leaves out: listening on local ports (the proxy package does that), UDP (the port-forward
-// subresource carries TCP only) and any retry policy beyond re-dialing a broken connection.
+// subresource carries TCP only), multiplexing (package tunnel) and any retry policy beyond
+// re-dialing a broken connection.
 package forward
 
 import (
@@ -18,6 +20,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -191,54 +194,73 @@ func (f *Forwarder) dial(ctx context.Context) (httpstream.Connection, error) {
 	}
 }
 
+// streams creates the error and data streams of one port-forward request. CreateStream waits for
+// the other end's reply, and the kubelet (or the runtime's streaming server) pairs the two streams
+// by request ID in whichever order they arrive, so both are created at once: one round trip to the
+// node instead of the two that `kubectl port-forward` spends.
 func (f *Forwarder) streams(conn httpstream.Connection) (*streamConn, error) {
 	id := f.nextID.Add(1)
-	headers := http.Header{}
-	headers.Set(corev1.StreamType, corev1.StreamTypeError)
-	headers.Set(corev1.PortHeader, strconv.Itoa(f.Port))
-	headers.Set(corev1.PortForwardRequestIDHeader, strconv.FormatInt(id, 10))
-	errStream, err := conn.CreateStream(headers)
-	if err != nil {
-		return nil, fmt.Errorf("port-forward: creating error stream: %w", err)
+	headers := func(typ string) http.Header {
+		h := http.Header{}
+		h.Set(corev1.StreamType, typ)
+		h.Set(corev1.PortHeader, strconv.Itoa(f.Port))
+		h.Set(corev1.PortForwardRequestIDHeader, strconv.FormatInt(id, 10))
+		return h
 	}
+	type created struct {
+		s   httpstream.Stream
+		err error
+	}
+	errCh := make(chan created, 1)
+	go func() {
+		s, err := conn.CreateStream(headers(corev1.StreamTypeError))
+		errCh <- created{s, err}
+	}()
+	data, dataErr := conn.CreateStream(headers(corev1.StreamTypeData))
+	e := <-errCh
+	if dataErr != nil || e.err != nil {
+		for _, s := range []httpstream.Stream{data, e.s} {
+			if s != nil {
+				_ = s.Reset()
+				conn.RemoveStreams(s)
+			}
+		}
+		if e.err != nil {
+			return nil, fmt.Errorf("port-forward: creating error stream: %w", e.err)
+		}
+		return nil, fmt.Errorf("port-forward: creating data stream: %w", dataErr)
+	}
+	errStream := e.s
 	_ = errStream.Close() // we never write to it
-	headers.Set(corev1.StreamType, corev1.StreamTypeData)
-	data, err := conn.CreateStream(headers)
-	if err != nil {
-		conn.RemoveStreams(errStream)
-		return nil, fmt.Errorf("port-forward: creating data stream: %w", err)
-	}
 	c := &streamConn{conn: conn, data: data, errStream: errStream, local: addr("local"), remote: addr(fmt.Sprintf("%s/%s:%d", f.Namespace, f.Pod, f.Port))}
 	c.start()
 	return c, nil
 }
 
-// streamConn adapts a port-forward data stream to net.Conn. Reads go through an in-memory pipe fed
-// by one goroutine, so that read deadlines work as net.Conn promises (a port-forward stream has none
-// of its own); the copy costs one memmove per chunk. Write deadlines are not enforced: a write
-// blocks only while the API server's TCP connection is full.
+// streamConn adapts a port-forward data stream to net.Conn. Reads go straight to the stream (no
+// extra copy or goroutine hand-off on the data path). A port-forward stream cannot interrupt a
+// waiting read, so a read deadline means "give up": when it passes, the stream is reset and Read
+// returns an error wrapping os.ErrDeadlineExceeded; the stream is not usable afterwards (callers
+// here only use deadlines to bound a handshake, and close the stream when it fails). Write
+// deadlines are not enforced: a write blocks only while the API server's TCP connection is full.
 type streamConn struct {
 	conn          httpstream.Connection
 	data          httpstream.Stream
 	errStream     httpstream.Stream
 	local, remote net.Addr
-	pr, pw        net.Conn // pr is read by callers, pw is fed from data
 
 	errMu     sync.Mutex
 	remoteErr error
 	closeOnce sync.Once
+
+	dlMu     sync.Mutex
+	dlTimer  *time.Timer
+	timedOut atomic.Bool
 }
 
 var _ net.Conn = (*streamConn)(nil)
 
-func (c *streamConn) start() {
-	c.pr, c.pw = net.Pipe()
-	go c.watchErrors()
-	go func() {
-		_, _ = io.Copy(c.pw, c.data)
-		_ = c.pw.Close()
-	}()
-}
+func (c *streamConn) start() { go c.watchErrors() }
 
 func (c *streamConn) watchErrors() {
 	msg, err := io.ReadAll(c.errStream)
@@ -255,8 +277,14 @@ func (c *streamConn) watchErrors() {
 }
 
 func (c *streamConn) Read(p []byte) (int, error) {
-	n, err := c.pr.Read(p)
-	if err == io.EOF && n == 0 {
+	if c.timedOut.Load() {
+		return 0, os.ErrDeadlineExceeded
+	}
+	n, err := c.data.Read(p)
+	if err != nil && n == 0 {
+		if c.timedOut.Load() {
+			return 0, os.ErrDeadlineExceeded
+		}
 		c.errMu.Lock()
 		rerr := c.remoteErr
 		c.errMu.Unlock()
@@ -274,7 +302,7 @@ func (c *streamConn) CloseWrite() error { return c.data.Close() }
 
 func (c *streamConn) Close() error {
 	c.closeOnce.Do(func() {
-		_ = c.pr.Close()
+		c.stopTimer()
 		_ = c.data.Reset()
 		c.conn.RemoveStreams(c.data, c.errStream)
 	})
@@ -285,8 +313,31 @@ func (c *streamConn) LocalAddr() net.Addr  { return c.local }
 func (c *streamConn) RemoteAddr() net.Addr { return c.remote }
 
 // SetDeadline sets the read deadline; see streamConn for write deadlines.
-func (c *streamConn) SetDeadline(t time.Time) error     { return c.pr.SetReadDeadline(t) }
-func (c *streamConn) SetReadDeadline(t time.Time) error { return c.pr.SetReadDeadline(t) }
+func (c *streamConn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
+
+// SetReadDeadline resets the stream when t passes (see streamConn); the zero time clears it.
+func (c *streamConn) SetReadDeadline(t time.Time) error {
+	c.stopTimer()
+	if t.IsZero() {
+		return nil
+	}
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	c.dlTimer = time.AfterFunc(time.Until(t), func() {
+		c.timedOut.Store(true)
+		_ = c.data.Reset()
+	})
+	return nil
+}
+
+func (c *streamConn) stopTimer() {
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	if c.dlTimer != nil {
+		c.dlTimer.Stop()
+		c.dlTimer = nil
+	}
+}
 
 // SetWriteDeadline is accepted and not enforced; see streamConn.
 func (c *streamConn) SetWriteDeadline(time.Time) error { return nil }

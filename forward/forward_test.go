@@ -94,16 +94,26 @@ func TestStreamConn(t *testing.T) {
 				t.Fatalf("read %q, %v", back, err)
 			}
 		}},
-		{"read deadline times out and the conn stays usable", func(t *testing.T, c *streamConn, data, errs net.Conn) {
+		{"a passed read deadline ends a waiting read and resets the stream", func(t *testing.T, c *streamConn, data, errs net.Conn) {
 			_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 			buf := make([]byte, 4)
 			if _, err := c.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
 				t.Fatalf("read err = %v, want deadline exceeded", err)
 			}
+			// The kubelet's end sees the reset (EOF or an error), not a live stream.
+			_ = data.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := data.Read(buf); errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatal("the stream was not reset after the deadline")
+			}
+		}},
+		{"a cleared deadline does not fire", func(t *testing.T, c *streamConn, data, errs net.Conn) {
+			_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 			_ = c.SetReadDeadline(time.Time{})
+			time.Sleep(50 * time.Millisecond)
 			_, _ = data.Write([]byte("late"))
+			buf := make([]byte, 4)
 			if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "late" {
-				t.Fatalf("read after deadline: %q %v", buf, err)
+				t.Fatalf("read after a cleared deadline: %q %v", buf, err)
 			}
 		}},
 		{"kubelet error is returned by Read", func(t *testing.T, c *streamConn, data, errs net.Conn) {
