@@ -56,14 +56,13 @@ func startRevServer(t *testing.T, srv *Server) *revServer {
 	return rs
 }
 
+// client returns a tunnel client whose streams are multiplexed on a carrier, as in production.
 func (rs *revServer) client() *tunnel.Client {
-	return &tunnel.Client{
-		Token: revToken,
-		Open: func(ctx context.Context) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "tcp", rs.addr)
-		},
-	}
+	m := &tunnel.Mux{Token: revToken, Carrier: func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", rs.addr)
+	}}
+	return &tunnel.Client{Token: revToken, Open: m.Open}
 }
 
 // freePort returns a loopback port nothing listens on (for now).

@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/libp2p/go-yamux/v5"
+
 	"github.com/kubectl-tp/kubectl-tp/internal/version"
 	"github.com/kubectl-tp/kubectl-tp/tunnel"
 )
@@ -216,6 +218,8 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		s.serveExpose(ctx, c, &req)
 	case tunnel.OpAccept:
 		s.serveAccept(ctx, c)
+	case tunnel.OpMux:
+		s.serveMux(ctx, c)
 	default:
 		s.reply(c, fail(tunnel.CodeBadRequest, fmt.Sprintf("unknown op %q", req.Op)))
 	}
@@ -265,6 +269,37 @@ func (s *Server) serveHello(c net.Conn) {
 			return
 		}
 	}
+}
+
+// serveMux runs a yamux session on c (podshim as server) and serves every stream opened in it as
+// if it had arrived on the listener, until the carrier or ctx ends.
+func (s *Server) serveMux(ctx context.Context, c net.Conn) {
+	if !s.reply(c, &tunnel.Response{OK: true, Version: version.Version}) {
+		return
+	}
+	sess, err := yamux.Server(c, tunnel.MuxConfig(), nil)
+	if err != nil {
+		s.logf("podshim: %v: starting yamux: %v", c.RemoteAddr(), err)
+		return
+	}
+	stop := context.AfterFunc(ctx, func() { _ = sess.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn := tunnel.MuxStream(st)
+			s.serveConn(ctx, conn)
+			conn.Close()
+		}()
+	}
+	_ = sess.Close()
+	wg.Wait()
 }
 
 // serveDial dials req.Addr and then copies bytes both ways.

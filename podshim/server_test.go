@@ -86,7 +86,15 @@ func startServer(t *testing.T, srv *podshim.Server) (string, <-chan error) {
 	return ln.Addr().String(), errc
 }
 
+// newClient returns a client whose streams are multiplexed on a carrier to addr, as in production.
 func newClient(addr, token string) *tunnel.Client {
+	c, _, _ := muxClient(addr, token)
+	return c
+}
+
+// directClient returns a client that opens one TCP connection to addr per stream (what a carrier
+// is, and what every stream was before the multiplexer).
+func directClient(addr, token string) *tunnel.Client {
 	return &tunnel.Client{
 		Token: token,
 		Open: func(ctx context.Context) (net.Conn, error) {
@@ -116,23 +124,29 @@ func TestDial(t *testing.T) {
 		{"no token", "", "tcp", "echo.svc:80", tunnel.CodeAuth},
 		{"udp", testToken, "udp", "echo.svc:80", tunnel.CodeBadRequest},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			c, err := newClient(addr, tt.token).DialContext(ctx, tt.network, tt.addr)
-			if tt.wantCode == "" {
-				if err != nil {
-					t.Fatalf("DialContext: %v", err)
+	transports := []struct {
+		name   string
+		client func(addr, token string) *tunnel.Client
+	}{{"mux", newClient}, {"direct", directClient}}
+	for _, tr := range transports {
+		for _, tt := range tests {
+			t.Run(tr.name+"/"+tt.name, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				c, err := tr.client(addr, tt.token).DialContext(ctx, tt.network, tt.addr)
+				if tt.wantCode == "" {
+					if err != nil {
+						t.Fatalf("DialContext: %v", err)
+					}
+					c.Close()
+					return
 				}
-				c.Close()
-				return
-			}
-			var de *tunnel.DialError
-			if !errors.As(err, &de) || de.Code != tt.wantCode {
-				t.Fatalf("DialContext error = %v, want code %q", err, tt.wantCode)
-			}
-		})
+				var de *tunnel.DialError
+				if !errors.As(err, &de) || de.Code != tt.wantCode {
+					t.Fatalf("DialContext error = %v, want code %q", err, tt.wantCode)
+				}
+			})
+		}
 	}
 }
 

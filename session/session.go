@@ -83,6 +83,7 @@ type Session struct {
 	Captured []string
 
 	fwd       *forward.Forwarder
+	mux       *tunnel.Mux
 	client    *tunnel.Client
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -240,7 +241,8 @@ func Start(ctx context.Context, opts Options) (*Session, error) {
 
 	p.set("connecting through port-forward")
 	s.fwd = &forward.Forwarder{Config: opts.Config, Namespace: opts.Namespace, Pod: s.PodName, Port: TunnelPort}
-	s.client = &tunnel.Client{Open: s.fwd.Open, Token: token}
+	s.mux = &tunnel.Mux{Carrier: s.fwd.Open, Token: token}
+	s.client = &tunnel.Client{Open: s.mux.Open, Token: token}
 	hello, err := s.hello(startCtx)
 	if err != nil {
 		return s, err
@@ -401,6 +403,9 @@ func (s *Session) Close() error {
 		}
 		for _, c := range s.closers {
 			_ = c.Close()
+		}
+		if s.mux != nil {
+			_ = s.mux.Close()
 		}
 		if s.fwd != nil {
 			_ = s.fwd.Close()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"sync"
@@ -70,15 +71,29 @@ func (c *Client) version() string {
 // roundTrip opens a stream, sends req and reads the response. On success it returns
 // the open stream with no deadline set; on failure the stream is closed.
 // ctx bounds only the open and the request/response exchange.
+//
+// A stream whose carrier turns out to be dead before any response arrived (see [Mux]) is tried
+// once more on a fresh stream: a carrier that broke while idle is only noticed this way.
 func (c *Client) roundTrip(ctx context.Context, req *Request) (net.Conn, *Response, error) {
+	conn, resp, carrierFailed, err := c.roundTripOnce(ctx, req)
+	if carrierFailed && ctx.Err() == nil {
+		conn, resp, _, err = c.roundTripOnce(ctx, req)
+	}
+	return conn, resp, err
+}
+
+// carrierFailer is a stream that can tell whether the carrier it travels on has failed.
+type carrierFailer interface{ CarrierFailed() bool }
+
+func (c *Client) roundTripOnce(ctx context.Context, req *Request) (_ net.Conn, _ *Response, carrierFailed bool, _ error) {
 	if c.Open == nil {
-		return nil, nil, errors.New("tunnel: Client.Open is nil")
+		return nil, nil, false, errors.New("tunnel: Client.Open is nil")
 	}
 	req.Token = c.Token
 	req.Version = c.version()
 	conn, err := c.Open(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("tunnel: opening stream for %s: %w", req.Op, err)
+		return nil, nil, false, fmt.Errorf("tunnel: opening stream for %s: %w", req.Op, err)
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
@@ -98,16 +113,17 @@ func (c *Client) roundTrip(ctx context.Context, req *Request) (net.Conn, *Respon
 	if !stop() || err != nil {
 		conn.Close()
 		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, nil, fmt.Errorf("tunnel: %s: %w", req.Op, ctxErr)
+			return nil, nil, false, fmt.Errorf("tunnel: %s: %w", req.Op, ctxErr)
 		}
-		return nil, nil, fmt.Errorf("tunnel: %s: %w", req.Op, err)
+		cf, ok := conn.(carrierFailer)
+		return nil, nil, ok && cf.CarrierFailed(), fmt.Errorf("tunnel: %s: %w", req.Op, err)
 	}
 	_ = conn.SetDeadline(time.Time{})
 	if !resp.OK {
 		conn.Close()
-		return nil, resp, responseError(resp)
+		return nil, resp, false, responseError(resp)
 	}
-	return conn, resp, nil
+	return conn, resp, false, nil
 }
 
 // DialContext connects to addr ("host:port") from inside the pod; host names are
@@ -155,6 +171,14 @@ type streamConn struct {
 }
 
 func (s *streamConn) RemoteAddr() net.Addr { return s.raddr }
+
+// ReadFrom lets io.Copy use the underlying stream's own way of copying (see muxStream.ReadFrom).
+func (s *streamConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := s.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{s.Conn}, r)
+}
 
 // CloseWrite shuts down the writing side if the underlying stream supports it.
 func (s *streamConn) CloseWrite() error {

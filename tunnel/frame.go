@@ -1,10 +1,11 @@
 // Package tunnel defines the wire protocol spoken between kubectl-tp on the laptop and
 // podshim in the cluster, and implements its client side.
 //
-// Every proxied connection travels over its own fresh byte stream (in production a
-// Kubernetes port-forward stream). A stream starts with one request frame from the
-// client (a 4-byte big-endian length followed by JSON, at most [MaxFrameSize] bytes)
-// and one response frame from the server; what follows depends on the operation:
+// Every proxied connection travels over its own byte stream: a stream multiplexed on one
+// carrier (see [Mux]), itself one Kubernetes port-forward stream. A stream starts with one
+// request frame from the client (a 4-byte big-endian length followed by JSON, at most
+// [MaxFrameSize] bytes) and one response frame from the server; what follows depends on the
+// operation:
 //
 //   - [OpHello]: the server reports its version and resolver configuration, then the
 //     stream becomes a heartbeat channel carrying [OpPing] frames and their responses.
@@ -17,6 +18,8 @@
 //   - [OpExpose]: the server listens on pod ports while the stream stays open.
 //   - [OpAccept]: the stream waits in the server until an inbound connection reaches an
 //     exposed port, then a second response names the port and the stream carries it.
+//   - [OpMux]: the stream becomes a carrier of many streams (yamux, laptop as client), each of
+//     which starts with its own request frame as above; see [Mux].
 //
 // The package holds the frame helpers, the [Request] and [Response] types, the error
 // codes and [Client]. It leaves out the server (package podshim), the transport that
@@ -61,6 +64,8 @@ const (
 	// OpAccept parks the stream until an inbound connection reaches an exposed port; the server
 	// then sends a response naming [Response.Port] and the stream carries that connection.
 	OpAccept = "accept"
+	// OpMux turns the stream into a yamux carrier of further streams (see [Mux]).
+	OpMux = "mux"
 )
 
 // Error codes carried in [Response.Code]. The empty string means success.
@@ -84,7 +89,7 @@ const (
 // Request is the first frame of every stream, sent by the client, and also the
 // frame type of heartbeat pings.
 type Request struct {
-	// Op is one of OpHello, OpPing, OpDial or OpDNS.
+	// Op is one of the Op constants (OpPing only on a hello stream after its response).
 	Op string `json:"op"`
 	// Token is the per-session secret shared by client and server.
 	Token string `json:"token,omitempty"`
