@@ -39,8 +39,29 @@ short-lived proxy pod. No root and no LD_PRELOAD are needed on your machine.`,
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	root.AddCommand(newVersionCommand(streams), newRunCommand(flags, streams), newStatusCommand(flags, streams), newCleanupCommand(flags, streams))
+	addProfiling(root)
 	registerCompletions(root, flags, clients)
 	return root
+}
+
+// addProfiling adds kubectl's --profile and --profile-output flags: the profile starts before a
+// subcommand runs and is written when it returns, whether it failed or not (cobra's post-run hooks
+// do not run after an error, and `run` returns the child's exit status as one).
+func addProfiling(root *cobra.Command) {
+	prof := &profiling{}
+	prof.addFlags(root.PersistentFlags())
+	root.PersistentPreRunE = func(*cobra.Command, []string) error { return prof.start() }
+	for _, c := range root.Commands() {
+		if run := c.RunE; run != nil {
+			c.RunE = func(cmd *cobra.Command, args []string) error {
+				err := run(cmd, args)
+				if perr := prof.stop(); perr != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "kubectl tp: %v\n", perr)
+				}
+				return err
+			}
+		}
+	}
 }
 
 func newVersionCommand(streams genericiooptions.IOStreams) *cobra.Command {
