@@ -265,6 +265,42 @@ func collectInfo(e *env) (info, error) {
 	return in, nil
 }
 
+// cgroupPID returns the first process of a cgroup directory (podshim in its container), or 0.
+func cgroupPID(dir string) int {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	pid, _ := strconv.Atoi(f[0])
+	return pid
+}
+
+// cpuSeconds returns a process's user+system CPU time in seconds (0 when it cannot be read).
+func cpuSeconds(pid int) float64 {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name (which may hold spaces) start after the last ')'.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / clockTicks
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat times (100 on Linux everywhere Go runs).
+const clockTicks = 100
+
 // cgroupHWM returns the largest VmHWM (MiB) of the processes in a cgroup directory.
 func cgroupHWM(dir string) (float64, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))

@@ -33,6 +33,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -52,12 +53,13 @@ var (
 	latN        = flag.Int("lat-n", 1000, "requests per latency run")
 	latMax      = flag.Duration("lat-max", 4*time.Second, "time cap per latency run (at high RTT fewer than -lat-n requests fit)")
 	connDur     = flag.Duration("conn-dur", 3*time.Second, "duration of a connections-per-second run")
-	connWorkers = flag.Int("conn-workers", 8, "concurrent dialers in a connections-per-second run")
+	connWorkers = flag.Int("conn-workers", 32, "concurrent dialers in a connections-per-second run (enough that the row measures capacity, not round trips)")
 	rtts        = flag.String("rtt", "0", "comma-separated added round-trip times, e.g. 0,20ms,80ms")
 	apiserver   = flag.String("apiserver", "127.0.0.1:6443", "API server address the delaying proxy forwards to")
 	ns          = flag.String("namespace", "tp-bench", "namespace created for the benchmark and deleted at the end")
 	outMD       = flag.String("out", "docs/benchmarks.md", "Markdown report (empty: stdout only)")
 	outPNG      = flag.String("png", "docs/benchmarks.png", "chart of the ratios (empty: none)")
+	only        = flag.String("only", "", "measure only the rows whose short name matches this regular expression (e.g. 'stream|reverse'); the report keeps only those")
 	child       = flag.String("child", "", "internal: run as a helper (agent, serve ADDR, sink ADDR, fetch URL, latency URL N, connrate HOST:PORT SECONDS)")
 )
 
@@ -94,6 +96,9 @@ type env struct {
 
 func run(ctx context.Context) (err error) {
 	began := time.Now()
+	if _, err := regexp.Compile(*only); err != nil {
+		return fmt.Errorf("-only: %w", err)
+	}
 	if *kubeconfig == "" {
 		return errors.New("no kubeconfig: pass -kubeconfig or set E2E_KUBECONFIG")
 	}

@@ -9,7 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -121,21 +124,34 @@ func absolute(f func(float64) bool) func(float64, float64) bool {
 	return func(tp, _ float64) bool { return f(tp) }
 }
 
-// measure runs every row at one RTT.
+// wanted reports whether -only selects the row with this short name.
+func wanted(short string) bool {
+	return *only == "" || regexp.MustCompile(*only).MatchString(short)
+}
+
+// measure runs every row (that -only selects) at one RTT.
 func measure(e *env) ([]row, error) {
+	var rows []row
 	start := row{name: "start-up: `kubectl tp run -- true` vs `kubectl run --rm -i --restart=Never` (same image)", short: "start-up", unit: "s", goal: "≤ 1.0×", met: le(1.0)}
-	if err := measureStartup(e, &start); err != nil {
-		return nil, err
+	if wanted(start.short) {
+		if err := measureStartup(e, &start); err != nil {
+			return nil, err
+		}
+		rows = append(rows, start)
 	}
-	rows, err := measureForward(e)
+	fwd, err := measureForward(e)
 	if err != nil {
 		return nil, err
 	}
-	rev, err := measureReverse(e)
-	if err != nil {
-		return nil, err
+	rows = append(rows, fwd...)
+	if wanted("reverse (--expose)") {
+		rev, err := measureReverse(e)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, rev)
 	}
-	return append(append([]row{start}, rows...), rev), nil
+	return slices.DeleteFunc(rows, func(r row) bool { return !wanted(r.short) || len(r.tp) == 0 }), nil
 }
 
 func measureStartup(e *env, start *row) error {
@@ -204,9 +220,12 @@ func measureForward(e *env) ([]row, error) {
 	memIdle := row{name: "podshim memory, idle (container cgroup memory.usage_in_bytes)", short: "podshim idle", unit: "MiB", baseNote: "—", tp: []float64{idle}, goal: "≤ 15 MiB", absGoal: true, met: absolute(func(v float64) bool { return v <= 15 })}
 	mem100 := row{name: "podshim memory, 100 concurrent connections × 1 MiB (cgroup memory.max_usage_in_bytes)", short: "podshim 100 conns", unit: "MiB", baseNote: "—", goal: "≤ 40 MiB", absGoal: true, met: absolute(func(v float64) bool { return v <= 40 })}
 	shimRSS := row{name: "podshim peak RSS over all the above (VmHWM of the podshim process, found through the container cgroup)", short: "podshim peak RSS", unit: "MiB", baseNote: "—"}
+	cpuTP := row{name: fmt.Sprintf("laptop CPU per GB downloaded (1 stream, %d MiB, SOCKS5; user+system time of the process): kubectl-tp vs `kubectl port-forward`", *mb), short: "laptop CPU/GB", unit: "s/GB"}
+	cpuShim := row{name: "podshim CPU per GB downloaded (same downloads; the extra hop in the pod that port-forward does not have)", short: "podshim CPU/GB", unit: "s/GB", baseNote: "—"}
+	shimPID := cgroupPID(cg)
 	client := row{name: "client peak RSS over all the above (VmHWM): kubectl-tp vs kubectl port-forward", short: "client peak RSS", unit: "MiB", goal: "≤ 60 MiB", absGoal: true, met: absolute(func(v float64) bool { return v <= 60 })}
 
-	var latCounts, connErrs []string
+	var kaCounts, ncCounts, connErrs []string
 	for i := range *runs {
 		type job struct {
 			r          *row
@@ -235,13 +254,21 @@ func measureForward(e *env) ([]row, error) {
 			{&conns, crT, crB, value, value},
 		}
 		for _, j := range jobs {
+			if !wanted(j.r.short) {
+				continue
+			}
 			logf(e, "run %d: %s", i+1, j.r.short)
 			var tr, br result
+			var tpCPU, shimCPU, pfCPU float64
 			err := pair(i, func() (err error) {
+				c0, p0 := cpuSeconds(s.cmd.Process.Pid), cpuSeconds(shimPID)
 				tr, err = s.do(j.tp)
+				tpCPU, shimCPU = cpuSeconds(s.cmd.Process.Pid)-c0, cpuSeconds(shimPID)-p0
 				return err
 			}, func() (err error) {
+				c0 := cpuSeconds(pfCmd.Process.Pid)
 				br, err = direct(j.base)
+				pfCPU = cpuSeconds(pfCmd.Process.Pid) - c0
 				return err
 			})
 			if err != nil {
@@ -250,17 +277,26 @@ func measureForward(e *env) ([]row, error) {
 			j.r.tp = append(j.r.tp, j.tpV(tr))
 			j.r.base = append(j.r.base, j.baseV(br))
 			switch j.r {
+			case &socks1:
+				gb := float64(*mb<<20) / 1e9
+				cpuTP.tp, cpuTP.base = append(cpuTP.tp, tpCPU/gb), append(cpuTP.base, pfCPU/gb)
+				if shimPID > 0 {
+					cpuShim.tp = append(cpuShim.tp, shimCPU/gb)
+				}
 			case &kaP50:
 				kaP99.tp, kaP99.base = append(kaP99.tp, tr.P99), append(kaP99.base, br.P99)
-				latCounts = append(latCounts, fmt.Sprintf("%d/%d", tr.Count, br.Count))
+				kaCounts = append(kaCounts, fmt.Sprintf("%d/%d", tr.Count, br.Count))
 			case &ncP50:
 				ncP99.tp, ncP99.base = append(ncP99.tp, tr.P99), append(ncP99.base, br.P99)
-				latCounts = append(latCounts, fmt.Sprintf("%d/%d", tr.Count, br.Count))
+				ncCounts = append(ncCounts, fmt.Sprintf("%d/%d", tr.Count, br.Count))
 			case &conns:
 				if tr.Errors+br.Errors > 0 {
 					connErrs = append(connErrs, fmt.Sprintf("%d/%d failed (%s%s)", tr.Errors, br.Errors, tr.Err, br.Err))
 				}
 			}
+		}
+		if !wanted(mem100.short) {
+			continue
 		}
 		logf(e, "run %d: 100 connections", i+1)
 		// 100 connections: reset podshim's peak, load both sides the same way.
@@ -295,24 +331,12 @@ func measureForward(e *env) ([]row, error) {
 		shimRSS.name += fmt.Sprintf(" (not read: %v)", err)
 		shimRSS.tp = []float64{0}
 	}
-	kaP50.name += fmt.Sprintf(" (requests per run, tp/baseline: %s)", joinEvery(latCounts, 0))
-	ncP50.name += fmt.Sprintf(" (requests per run, tp/baseline: %s)", joinEvery(latCounts, 1))
+	kaP50.name += fmt.Sprintf(" (requests per run, tp/baseline: %s)", strings.Join(kaCounts, ", "))
+	ncP50.name += fmt.Sprintf(" (requests per run, tp/baseline: %s)", strings.Join(ncCounts, ", "))
 	if len(connErrs) > 0 {
 		conns.name += " — errors: " + fmt.Sprint(connErrs)
 	}
-	return []row{socks1, http1, par8, kaP50, kaP99, ncP50, ncP99, conns, memIdle, mem100, shimRSS, client}, nil
-}
-
-// joinEvery joins every second element of s starting at from.
-func joinEvery(s []string, from int) string {
-	out := ""
-	for i := from; i < len(s); i += 2 {
-		if out != "" {
-			out += ", "
-		}
-		out += s[i]
-	}
-	return out
+	return []row{socks1, http1, par8, cpuTP, cpuShim, kaP50, kaP99, ncP50, ncP99, conns, memIdle, mem100, shimRSS, client}, nil
 }
 
 // measureReverse times the --expose path: a pod in the cluster downloads from a local server
