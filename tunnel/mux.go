@@ -24,9 +24,9 @@ import (
 // port-forward stream fails when the API server connection breaks) and the next [Mux.Open] opens
 // a new carrier.
 //
-// Flow control: each stream's receive window starts at 4 MiB and grows, as data arrives faster
-// than one window per few round trips, up to [MuxMaxWindow], so one stream fills a long link while
-// a stream whose reader stalls holds at most its window in memory and does not stall the others.
+// Flow control: each stream has its own receive window of [MuxMaxWindow], so one stream fills a
+// long link while a stream whose reader stalls holds at most its window (16 MiB) in memory and
+// does not stall the others. There is no budget across streams.
 //
 // Mux leaves out carrier re-dial policy beyond "the next Open tries again", several carriers, and
 // any priority between streams.
@@ -46,8 +46,6 @@ const (
 	muxMessage = 32 << 10
 	// muxHeader is the size of yamux's message header.
 	muxHeader = 12
-	// muxInitialWindow is a stream's receive window before auto-tuning grows it.
-	muxInitialWindow = 4 << 20
 )
 
 // copyBufs holds buffers of one full message's payload for muxStream.ReadFrom.
@@ -68,6 +66,9 @@ func MuxConfig() *yamux.Config {
 	// read into one frame that every hop up to the laptop handles: messages of exactly 32 KiB,
 	// header included, keep that to one frame per message (see muxStream.ReadFrom).
 	c.MaxMessageSize = muxMessage
+	// The whole window from the start: yamux's 256 KiB start grows only when a window drains within
+	// 4 round trips of an idle carrier, and under load a window update queues behind data in the API
+	// server, kubelet and runtime, so 256 KiB held one stream at half of port-forward's speed here.
 	c.InitialStreamWindowSize = MuxMaxWindow
 	// A write to the carrier blocked this long means the path is dead; the heartbeat notices
 	// sooner, this is the backstop for the pod side.
