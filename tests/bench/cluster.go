@@ -200,18 +200,21 @@ func readMiB(path string) (float64, error) {
 }
 
 // vmHWM returns a process's peak resident set size in MiB.
-func vmHWM(pid int) (float64, error) {
+func vmHWM(pid int) (float64, error) { return statusMiB(pid, "VmHWM:") }
+
+// statusMiB returns a kB field of /proc/PID/status (such as "VmHWM:") in MiB.
+func statusMiB(pid int, field string) (float64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(l, field); ok {
 			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
 			return kb / 1024, err
 		}
 	}
-	return 0, fmt.Errorf("no VmHWM for pid %d", pid)
+	return 0, fmt.Errorf("no %s for pid %d", field, pid)
 }
 
 // info describes the machine and versions for the report.
@@ -263,6 +266,36 @@ func collectInfo(e *env) (info, error) {
 		}
 	}
 	return in, nil
+}
+
+// sampleAnon samples the RssAnon of two processes every 100 ms until the returned function is
+// called; it returns their peaks in MiB.
+func sampleAnon(a, b int) func() (float64, float64) {
+	stop := make(chan struct{})
+	done := make(chan [2]float64, 1)
+	go func() {
+		var peak [2]float64
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			for i, pid := range []int{a, b} {
+				if v, err := statusMiB(pid, "RssAnon:"); err == nil {
+					peak[i] = max(peak[i], v)
+				}
+			}
+			select {
+			case <-stop:
+				done <- peak
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() (float64, float64) {
+		close(stop)
+		p := <-done
+		return p[0], p[1]
+	}
 }
 
 // cgroupPID returns the first process of a cgroup directory (podshim in its container), or 0.

@@ -34,6 +34,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -55,6 +56,7 @@ var (
 	connDur     = flag.Duration("conn-dur", 3*time.Second, "duration of a connections-per-second run")
 	connWorkers = flag.Int("conn-workers", 32, "concurrent dialers in a connections-per-second run (enough that the row measures capacity, not round trips)")
 	rtts        = flag.String("rtt", "0", "comma-separated added round-trip times, e.g. 0,20ms,80ms")
+	rttWindow   = flag.Int("rtt-window", tcpRmemMax(), "with -rtt: bytes in flight per direction through the delaying proxy, a TCP window (default: this kernel's tcp_rmem maximum; 0: unlimited)")
 	apiserver   = flag.String("apiserver", "127.0.0.1:6443", "API server address the delaying proxy forwards to")
 	ns          = flag.String("namespace", "tp-bench", "namespace created for the benchmark and deleted at the end")
 	outMD       = flag.String("out", "docs/benchmarks.md", "Markdown report (empty: stdout only)")
@@ -153,7 +155,7 @@ func run(ctx context.Context) (err error) {
 		re.began = time.Now()
 		re.cleanup = nil
 		if rtt > 0 {
-			lp := &latency.Proxy{Target: *apiserver, Delay: rtt / 2}
+			lp := &latency.Proxy{Target: *apiserver, Delay: rtt / 2, Window: *rttWindow}
 			if err := lp.Start(); err != nil {
 				return err
 			}
@@ -191,6 +193,18 @@ func run(ctx context.Context) (err error) {
 		}
 	}
 	return nil
+}
+
+// tcpRmemMax is the largest TCP receive window this kernel grants (net.ipv4.tcp_rmem's maximum), or
+// 6 MiB (Linux's default) when it cannot be read.
+func tcpRmemMax() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_rmem")
+	if f := strings.Fields(string(b)); err == nil && len(f) == 3 {
+		if n, err := strconv.Atoi(f[2]); err == nil {
+			return n
+		}
+	}
+	return 6 << 20
 }
 
 // copyFile copies src to dst, executable.

@@ -148,6 +148,14 @@ func goalSummary(secs []section) string {
 	return b.String()
 }
 
+// windowNote says how the delaying proxy bounds the bytes in flight.
+func windowNote() string {
+	if *rttWindow <= 0 {
+		return "the proxy buffers without limit (-rtt-window 0), so a long link has no bandwidth-delay cap: raw port-forward, which has no flow control of its own, then barely slows with RTT while kubectl-tp's per-stream windows do see it"
+	}
+	return fmt.Sprintf("at most %.1f MiB in flight per direction per round trip (-rtt-window, this kernel's largest TCP receive window), the bandwidth-delay cap a real TCP connection to the API server has on such a link", float64(*rttWindow)/(1<<20))
+}
+
 // report is the whole Markdown document.
 func report(in info, secs []section) string {
 	var b strings.Builder
@@ -158,11 +166,11 @@ func report(in info, secs []section) string {
 	fmt.Fprintf(&b, "# kubectl-tp benchmarks\n\nWritten by `make bench` (`go run ./tests/bench`, see its package doc) on %s in %s.\n\n", in.date, in.runtime.Round(time.Second))
 	fmt.Fprintf(&b, "- Machine: %d CPUs (%s), %s memory, Linux %s; a single-node local cluster (tests/cluster) on the same machine, shared with other work while measuring.\n", in.cpus, in.cpuModel, in.memory, in.kernel)
 	fmt.Fprintf(&b, "- Versions: %s (image `%s`), Kubernetes server %s, kubectl %s, %s.\n", in.plugin, *podImage, in.server, in.kubectl, in.goVersion)
-	fmt.Fprintf(&b, "- Method: %d runs per measurement, kubectl-tp and the baseline alternating (the order flips each run); each cell is the median with min–max. Ratio = kubectl-tp median ÷ baseline median. Added RTT: %s, by a delaying TCP proxy in front of the API server (tests/latency), so it applies to every API-server hop of both kubectl-tp and kubectl.\n", *runs, strings.Join(rs, ", "))
+	fmt.Fprintf(&b, "- Method: %d runs per measurement, kubectl-tp and the baseline alternating (the order flips each run); each cell is the median with min–max. Ratio = kubectl-tp median ÷ baseline median. Added RTT: %s, by a delaying TCP proxy in front of the API server (tests/latency), so it applies to every API-server hop of both kubectl-tp and kubectl; %s.\n", *runs, strings.Join(rs, ", "), windowNote())
 	fmt.Fprintf(&b, "- Targets: the test app pod `bulk`, by pod IP through kubectl-tp and by `kubectl port-forward pod/bulk` for the baseline. Latency rows: GET /color, up to %d requests or %s per run (the request counts are in the row). Connections/s: %s per run.\n", *latN, *latMax, *connDur)
 	b.WriteString("- Memory: podshim from its container's memory cgroup (v1; includes page cache), idle 2 s after start and the peak while 100 connections each download 1 MiB at once and stay open 1 s; client = peak RSS (VmHWM) of the kubectl-tp process and of the baseline `kubectl port-forward` after the same workload.\n")
 	fmt.Fprintf(&b, "- Data path: kubectl-tp multiplexes every connection (yamux) on one port-forward stream to podshim, which dials the destination; `kubectl port-forward` opens a port-forward stream pair per connection straight to the pod's port. Connections/s: %d concurrent dialers on both sides, so the row measures capacity rather than round trips. CPU rows: user+system time of the laptop process (and of podshim) over the 1-stream SOCKS5 downloads.\n", *connWorkers)
-	b.WriteString("- Caveats: tests/latency delays every chunk but buffers without limit, so it adds round trips without the bandwidth-delay cap of a real long link (raw port-forward has no flow control of its own, so its throughput barely drops with RTT here, while kubectl-tp's per-stream windows do see the RTT); the 2 CPUs also run the cluster, curl and the bench, so throughput rows vary by tens of percent between runs.\n")
+	b.WriteString("- Caveats: the proxy models delay and a TCP window, not congestion control or loss; the 2 CPUs also run the cluster, curl and the bench, so throughput rows vary by tens of percent between runs.\n")
 	b.WriteString(tableMarkdown(secs))
 	b.WriteString(goalSummary(secs))
 	b.WriteString("\n![ratios kubectl-tp ÷ baseline per RTT](benchmarks.png)\n")

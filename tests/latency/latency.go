@@ -1,8 +1,11 @@
 // Package latency is a TCP proxy for tests and benchmarks that adds a fixed delay to every chunk of
-// data in each direction (simulating round-trip time where the kernel has no netem), and can cut all
-// of its connections at once (simulating a dropped network path).
+// data in each direction (simulating round-trip time where the kernel has no netem), optionally
+// caps the bytes in flight per direction at a TCP window (so a long link has the bandwidth-delay
+// limit a real TCP connection has: at most Window bytes per round trip), and can cut all of its
+// connections at once (simulating a dropped network path).
 //
-// It leaves out bandwidth shaping, jitter and packet loss. It listens on 127.0.0.1 only.
+// It leaves out bandwidth shaping, congestion control, jitter and packet loss. It listens on
+// 127.0.0.1 only.
 package latency
 
 import (
@@ -18,6 +21,10 @@ type Proxy struct {
 	Target string
 	// Delay is added to each direction, so the added round-trip time is 2×Delay.
 	Delay time.Duration
+	// Window, when positive, is the most bytes one direction may have unacknowledged: a chunk holds
+	// its bytes from the moment it is read until a round trip (2×Delay) later, when a real sender
+	// would have its acknowledgement. Zero means no limit (the proxy buffers whatever arrives).
+	Window int
 
 	ln    net.Listener
 	mu    sync.Mutex
@@ -96,14 +103,17 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 		b  []byte
 		at time.Time
 	}
+	w := newWindow(p.Window)
 	q := make(chan chunk, 1024)
 	go func() {
 		defer close(q)
 		for {
-			buf := make([]byte, 64<<10)
-			n, err := src.Read(buf)
-			if n > 0 {
-				q <- chunk{buf[:n], time.Now().Add(p.Delay)}
+			n := w.acquire(64 << 10)
+			buf := make([]byte, n)
+			m, err := src.Read(buf)
+			w.release(n - m)
+			if m > 0 {
+				q <- chunk{buf[:m], time.Now().Add(p.Delay)}
 			}
 			if err != nil {
 				return
@@ -115,7 +125,50 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 		if _, err := dst.Write(c.b); err != nil {
 			return
 		}
+		// The acknowledgement of this chunk reaches the sender one more Delay later.
+		time.AfterFunc(time.Until(c.at.Add(p.Delay)), func() { w.release(len(c.b)) })
 	}
+}
+
+// window counts the bytes a direction may still send; a nil *window never blocks.
+type window struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	free int
+}
+
+func newWindow(size int) *window {
+	if size <= 0 {
+		return nil
+	}
+	w := &window{free: size}
+	w.cond = sync.NewCond(&w.mu)
+	return w
+}
+
+// acquire waits until some bytes are free and takes up to max of them.
+func (w *window) acquire(max int) int {
+	if w == nil {
+		return max
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.free == 0 {
+		w.cond.Wait()
+	}
+	n := min(max, w.free)
+	w.free -= n
+	return n
+}
+
+func (w *window) release(n int) {
+	if w == nil || n == 0 {
+		return
+	}
+	w.mu.Lock()
+	w.free += n
+	w.mu.Unlock()
+	w.cond.Broadcast()
 }
 
 // Cut closes every open connection (new ones are still accepted).

@@ -81,3 +81,45 @@ func TestCut(t *testing.T) {
 		t.Fatalf("after Cut: %q %v", b, err)
 	}
 }
+
+// TestWindow checks the bandwidth-delay cap: with at most Window bytes per round trip, 512 KiB
+// through a 64 KiB window at 50 ms of round trip needs at least 7 round trips, and arrives intact.
+func TestWindow(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan int, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		defer c.Close()
+		n, _ := io.Copy(io.Discard, c)
+		got <- int(n)
+	}()
+	p := &Proxy{Target: ln.Addr().String(), Delay: 25 * time.Millisecond, Window: 64 << 10}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := c.Write(make([]byte, 512<<10)); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	if n := <-got; n != 512<<10 {
+		t.Fatalf("received %d bytes, want %d", n, 512<<10)
+	}
+	if took := time.Since(start); took < 7*50*time.Millisecond {
+		t.Fatalf("512 KiB through a 64 KiB window at 50 ms RTT took %s, want at least 350 ms", took)
+	}
+	c.Close()
+}
