@@ -277,7 +277,7 @@ func (s *Server) serveMux(ctx context.Context, c net.Conn) {
 	if !s.reply(c, &tunnel.Response{OK: true, Version: version.Version}) {
 		return
 	}
-	sess, err := yamux.Server(c, tunnel.MuxConfig(), nil)
+	sess, err := yamux.Server(c, tunnel.MuxConfig(), tunnel.NewWindowBudget(tunnel.MuxGrowthBudget))
 	if err != nil {
 		s.logf("podshim: %v: starting yamux: %v", c.RemoteAddr(), err)
 		return

@@ -24,9 +24,9 @@ import (
 // port-forward stream fails when the API server connection breaks) and the next [Mux.Open] opens
 // a new carrier.
 //
-// Flow control: each stream has its own receive window of [MuxMaxWindow], so one stream fills a
-// long link while a stream whose reader stalls holds at most its window (16 MiB) in memory and
-// does not stall the others. There is no budget across streams.
+// Flow control: each stream has its own receive window (see [MuxInitialWindow]), so one stream
+// fills a long link while a stream whose reader stalls holds at most its window in memory and does
+// not stall the others; windows grown past the start share one budget per carrier.
 //
 // Mux leaves out carrier re-dial policy beyond "the next Open tries again", several carriers, and
 // any priority between streams.
@@ -51,9 +51,18 @@ const (
 // copyBufs holds buffers of one full message's payload for muxStream.ReadFrom.
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, muxMessage-muxHeader); return &b }}
 
-// MuxMaxWindow is the largest receive window of one multiplexed stream: at 80 ms of round trip it
-// allows 200 MB/s on one stream.
-const MuxMaxWindow = 16 << 20
+// Receive windows of one multiplexed stream. A stream starts with MuxInitialWindow; yamux grows a
+// stream's window (doubling, up to MuxMaxWindow) when a window drains within 4 round trips, which
+// only a fast stream on a long link does; growth beyond the start comes out of MuxGrowthBudget,
+// shared by all streams of a carrier.
+const (
+	// MuxInitialWindow allows ~250 MB/s on one stream at 60 ms of loaded round trip.
+	MuxInitialWindow = 16 << 20
+	// MuxMaxWindow allows ~500 MB/s at 120 ms.
+	MuxMaxWindow = 64 << 20
+	// MuxGrowthBudget bounds the window growth of all streams of a carrier together.
+	MuxGrowthBudget = 128 << 20
+)
 
 // MuxConfig returns the yamux configuration both ends use. yamux's keep-alives are off: the
 // session's heartbeat (OpHello/OpPing) does that job and also keeps podshim's idle clock.
@@ -66,10 +75,10 @@ func MuxConfig() *yamux.Config {
 	// read into one frame that every hop up to the laptop handles: messages of exactly 32 KiB,
 	// header included, keep that to one frame per message (see muxStream.ReadFrom).
 	c.MaxMessageSize = muxMessage
-	// The whole window from the start: yamux's 256 KiB start grows only when a window drains within
-	// 4 round trips of an idle carrier, and under load a window update queues behind data in the API
-	// server, kubelet and runtime, so 256 KiB held one stream at half of port-forward's speed here.
-	c.InitialStreamWindowSize = MuxMaxWindow
+	// A large start: yamux's 256 KiB grows only when a window drains within 4 round trips of an
+	// idle carrier, and under load a window update queues behind data in the API server, kubelet
+	// and runtime, so 256 KiB held one stream at half of port-forward's speed here.
+	c.InitialStreamWindowSize = MuxInitialWindow
 	// A write to the carrier blocked this long means the path is dead; the heartbeat notices
 	// sooner, this is the backstop for the pod side.
 	c.ConnectionWriteTimeout = 30 * time.Second
@@ -161,7 +170,7 @@ func (m *Mux) session(ctx context.Context) (*yamux.Session, error) {
 		conn.Close()
 		return nil, responseError(&resp)
 	}
-	sess, err := yamux.Client(conn, MuxConfig(), nil)
+	sess, err := yamux.Client(conn, MuxConfig(), NewWindowBudget(MuxGrowthBudget))
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("tunnel: starting yamux: %w", err)
@@ -169,6 +178,54 @@ func (m *Mux) session(ctx context.Context) (*yamux.Session, error) {
 	m.sess = sess
 	return sess, nil
 }
+
+// NewWindowBudget returns the memory manager factory for one yamux session: window growth of all
+// its streams together may take at most limit bytes (a stream that cannot grow keeps its window);
+// the notional reservation of a new stream's first window always succeeds.
+func NewWindowBudget(limit int) func() (yamux.MemoryManager, error) {
+	b := &windowBudget{limit: limit}
+	return func() (yamux.MemoryManager, error) { return &budgetSpan{b: b}, nil }
+}
+
+// windowBudget counts the bytes of window growth reserved across a session.
+type windowBudget struct {
+	mu          sync.Mutex
+	used, limit int
+}
+
+// budgetSpan is one stream's share of a windowBudget.
+type budgetSpan struct {
+	b    *windowBudget
+	held int
+}
+
+// growthPriority is the priority yamux reserves window growth with (a new stream's first window
+// uses 255).
+const growthPriority = 128
+
+func (s *budgetSpan) ReserveMemory(size int, prio uint8) error {
+	if prio > growthPriority {
+		return nil
+	}
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	if s.b.used+size > s.b.limit {
+		return errors.New("tunnel: window growth budget used up")
+	}
+	s.b.used += size
+	s.held += size
+	return nil
+}
+
+func (s *budgetSpan) ReleaseMemory(size int) {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	size = min(size, s.held)
+	s.held -= size
+	s.b.used -= size
+}
+
+func (s *budgetSpan) Done() { s.ReleaseMemory(s.held) }
 
 // MuxStream adapts a yamux stream to the semantics of a TCP connection, which the proxies and
 // podshim rely on: CloseWrite sends FIN after the data written so far; Close sends FIN and then,

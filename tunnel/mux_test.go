@@ -40,3 +40,62 @@ func TestMuxStreamDeadline(t *testing.T) {
 		}
 	}
 }
+
+func TestWindowBudget(t *testing.T) {
+	type step struct {
+		span    int // which of two spans
+		op      string
+		size    int
+		prio    uint8
+		wantErr bool
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"a new stream's first window is always granted", []step{
+			{0, "reserve", 100, growthPriority, false},
+			{1, "reserve", 256 << 10, 255, false},
+			{1, "reserve", 256 << 10, 255, false},
+		}},
+		{"growth is shared and bounded", []step{
+			{0, "reserve", 60, growthPriority, false},
+			{1, "reserve", 40, growthPriority, false},
+			{1, "reserve", 1, growthPriority, true},
+		}},
+		{"a finished stream gives its growth back", []step{
+			{0, "reserve", 100, growthPriority, false},
+			{1, "reserve", 1, growthPriority, true},
+			{0, "done", 0, 0, false},
+			{1, "reserve", 100, growthPriority, false},
+		}},
+		{"release returns no more than was held", []step{
+			{0, "reserve", 30, growthPriority, false},
+			{0, "release", 1000, 0, false},
+			{1, "reserve", 100, growthPriority, false},
+			{0, "reserve", 1, growthPriority, true},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			newSpan := NewWindowBudget(100)
+			var spans [2]yamux.MemoryManager
+			for i := range spans {
+				spans[i], _ = newSpan()
+			}
+			for i, st := range tt.steps {
+				switch st.op {
+				case "reserve":
+					err := spans[st.span].ReserveMemory(st.size, st.prio)
+					if (err != nil) != st.wantErr {
+						t.Fatalf("step %d: ReserveMemory(%d, %d) = %v, want error %v", i, st.size, st.prio, err, st.wantErr)
+					}
+				case "release":
+					spans[st.span].ReleaseMemory(st.size)
+				case "done":
+					spans[st.span].Done()
+				}
+			}
+		})
+	}
+}
