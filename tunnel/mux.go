@@ -141,34 +141,10 @@ func (m *Mux) session(ctx context.Context) (*yamux.Session, error) {
 	if m.Carrier == nil {
 		return nil, errors.New("tunnel: Mux.Carrier is nil")
 	}
-	conn, err := m.Carrier(ctx)
+	// The carrier's handshake is an ordinary request on a stream from Carrier.
+	conn, _, err := (&Client{Open: m.Carrier, Token: m.Token, Version: m.Version}).roundTrip(ctx, &Request{Op: OpMux})
 	if err != nil {
-		return nil, fmt.Errorf("tunnel: opening the carrier stream: %w", err)
-	}
-	version := m.Version
-	if version == "" {
-		version = (&Client{}).version()
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	var resp Response
-	err = WriteFrame(conn, &Request{Op: OpMux, Token: m.Token, Version: version})
-	if err == nil {
-		err = ReadFrame(conn, &resp)
-	}
-	if !stop() || err != nil {
-		conn.Close()
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, fmt.Errorf("tunnel: %s: %w", OpMux, ctxErr)
-		}
-		return nil, fmt.Errorf("tunnel: %s: %w", OpMux, err)
-	}
-	_ = conn.SetDeadline(time.Time{})
-	if !resp.OK {
-		conn.Close()
-		return nil, responseError(&resp)
+		return nil, err
 	}
 	sess, err := yamux.Client(conn, MuxConfig(), NewWindowBudget(MuxGrowthBudget))
 	if err != nil {

@@ -20,16 +20,7 @@ func TestProxy(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p := &Proxy{Target: echoServer(t), Delay: tc.delay}
-			if err := p.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close()
-			c, err := net.Dial("tcp", p.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
+			c := dialVia(t, &Proxy{Target: echoServer(t), Delay: tc.delay})
 			start := time.Now()
 			if _, err := c.Write([]byte("ping")); err != nil {
 				t.Fatal(err)
@@ -101,15 +92,7 @@ func TestWindow(t *testing.T) {
 		n, _ := io.Copy(io.Discard, c)
 		got <- int(n)
 	}()
-	p := &Proxy{Target: ln.Addr().String(), Delay: 25 * time.Millisecond, Window: 64 << 10}
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	c, err := net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialVia(t, &Proxy{Target: ln.Addr().String(), Delay: 25 * time.Millisecond, Window: 64 << 10})
 	start := time.Now()
 	if _, err := c.Write(make([]byte, 512<<10)); err != nil {
 		t.Fatal(err)
@@ -121,5 +104,19 @@ func TestWindow(t *testing.T) {
 	if took := time.Since(start); took < 7*50*time.Millisecond {
 		t.Fatalf("512 KiB through a 64 KiB window at 50 ms RTT took %s, want at least 350 ms", took)
 	}
-	c.Close()
+}
+
+// dialVia starts p (closed when the test ends) and returns a connection through it.
+func dialVia(t *testing.T, p *Proxy) net.Conn {
+	t.Helper()
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
