@@ -132,6 +132,20 @@ func TestSwapDeployment(t *testing.T) {
 		return nil
 	})
 	t.Logf("first in-cluster request served locally %.2fs after the command started", time.Since(start).Seconds())
+	// The replaced pods may still be terminating, and the test app exits at once on SIGTERM: until
+	// kube-proxy drops them, a Service request can be sent to a pod IP that no longer exists and hang
+	// (cluster behaviour, not the tunnel's). The checks below are about the swapped state, so they
+	// start once those pods (the ones with a ReplicaSet's pod-template-hash) are gone.
+	waitFor(t, 60*time.Second, "the replaced pods to be gone", func() error {
+		out, err := kubectlErr("get", "pods", "-n", ns, "-l", "pod-template-hash", "-o", "jsonpath={.items[*].metadata.name}")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		if names := strings.TrimSpace(out); names != "" {
+			return fmt.Errorf("still terminating: %s", names)
+		}
+		return nil
+	})
 	env, _ := os.ReadFile(ready)
 	if strings.TrimSpace(string(env)) != "MODE=swapped-test CONFIG=swapped-test" {
 		t.Errorf("child did not see the Deployment's env and volumes: %q", env)
