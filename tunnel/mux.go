@@ -196,12 +196,22 @@ func (s *budgetSpan) ReserveMemory(size int, prio uint8) error {
 func (s *budgetSpan) ReleaseMemory(size int) {
 	s.b.mu.Lock()
 	defer s.b.mu.Unlock()
+	s.releaseLocked(size)
+}
+
+// Done releases everything the span holds. yamux may call it more than once, from different
+// goroutines (a failed open and the session's close): the later calls release nothing.
+func (s *budgetSpan) Done() {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	s.releaseLocked(s.held)
+}
+
+func (s *budgetSpan) releaseLocked(size int) {
 	size = min(size, s.held)
 	s.held -= size
 	s.b.used -= size
 }
-
-func (s *budgetSpan) Done() { s.ReleaseMemory(s.held) }
 
 // MuxStream adapts a yamux stream to the semantics of a TCP connection, which the proxies and
 // podshim rely on: CloseWrite sends FIN after the data written so far; Close sends FIN and then,

@@ -69,6 +69,14 @@ func TestWindowBudget(t *testing.T) {
 			{0, "done", 0, 0, false},
 			{1, "reserve", 100, growthPriority, false},
 		}},
+		{"a second Done releases nothing", []step{
+			{0, "reserve", 50, growthPriority, false},
+			{1, "reserve", 50, growthPriority, false},
+			{0, "done", 0, 0, false},
+			{0, "done", 0, 0, false},
+			{0, "reserve", 50, growthPriority, false},
+			{0, "reserve", 1, growthPriority, true},
+		}},
 		{"release returns no more than was held", []step{
 			{0, "reserve", 30, growthPriority, false},
 			{0, "release", 1000, 0, false},
