@@ -302,7 +302,7 @@ func (c *streamConn) CloseWrite() error { return c.data.Close() }
 
 func (c *streamConn) Close() error {
 	c.closeOnce.Do(func() {
-		c.stopTimer()
+		_ = c.SetReadDeadline(time.Time{})
 		_ = c.data.Reset()
 		c.conn.RemoveStreams(c.data, c.errStream)
 	})
@@ -317,26 +317,19 @@ func (c *streamConn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t
 
 // SetReadDeadline resets the stream when t passes (see streamConn); the zero time clears it.
 func (c *streamConn) SetReadDeadline(t time.Time) error {
-	c.stopTimer()
-	if t.IsZero() {
-		return nil
-	}
-	c.dlMu.Lock()
-	defer c.dlMu.Unlock()
-	c.dlTimer = time.AfterFunc(time.Until(t), func() {
-		c.timedOut.Store(true)
-		_ = c.data.Reset()
-	})
-	return nil
-}
-
-func (c *streamConn) stopTimer() {
 	c.dlMu.Lock()
 	defer c.dlMu.Unlock()
 	if c.dlTimer != nil {
 		c.dlTimer.Stop()
 		c.dlTimer = nil
 	}
+	if !t.IsZero() {
+		c.dlTimer = time.AfterFunc(time.Until(t), func() {
+			c.timedOut.Store(true)
+			_ = c.data.Reset()
+		})
+	}
+	return nil
 }
 
 // SetWriteDeadline is accepted and not enforced; see streamConn.
