@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -285,6 +286,36 @@ spec:
   - {name: echo, port: 9000}
 `, name, color, testappImage, ns))
 	kubectl(t, "rollout", "status", "-n", ns, "deployment/"+name, "--timeout=120s")
+	serviceRoutable(t, ns, name)
+}
+
+// serviceRoutable waits until kube-proxy routes every port of Service ns/name to a ready pod. A
+// rollout is complete once the pod is ready, but the EndpointSlice update and kube-proxy's next
+// iptables sync (at most once per second) come later: until then the ClusterIP rejects
+// connections, in-cluster and from this node alike (the same rules serve both), so a test that
+// dials the Service at once can get "connection refused" for reasons outside kubectl-tp.
+func serviceRoutable(t *testing.T, ns, name string) {
+	t.Helper()
+	out := kubectl(t, "get", "service", name, "-n", ns, "-o", `jsonpath={.spec.clusterIP}{range .spec.ports[*]}{" "}{.port}{end}`)
+	fields := strings.Fields(out)
+	if len(fields) < 2 {
+		t.Fatalf("service %s/%s: no ClusterIP or ports in %q", ns, name, out)
+	}
+	start, refused := time.Now(), 0
+	for _, port := range fields[1:] {
+		addr := net.JoinHostPort(fields[0], port)
+		waitFor(t, 30*time.Second, "kube-proxy to route "+ns+"/"+name+" at "+addr, func() error {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err != nil {
+				refused++
+				return err
+			}
+			return c.Close()
+		})
+	}
+	if refused > 0 {
+		t.Logf("service %s/%s routed %.2fs after its rollout (%d refused dials before)", ns, name, time.Since(start).Seconds(), refused)
+	}
 }
 
 // portForward runs `kubectl port-forward` to target and returns the local port; it stops with the test.
