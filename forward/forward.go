@@ -29,7 +29,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
-	"k8s.io/client-go/kubernetes"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
@@ -141,11 +141,11 @@ func (f *Forwarder) dial(ctx context.Context) (httpstream.Connection, error) {
 	if f.Config == nil || f.Pod == "" || f.Port == 0 {
 		return nil, errors.New("forward: Config, Pod and Port must be set")
 	}
-	cs, err := kubernetes.NewForConfig(f.Config)
+	core, err := corev1client.NewForConfig(f.Config)
 	if err != nil {
 		return nil, err
 	}
-	u := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(f.Namespace).Name(f.Pod).SubResource("portforward").URL()
+	u := core.RESTClient().Post().Resource("pods").Namespace(f.Namespace).Name(f.Pod).SubResource("portforward").URL()
 	transport, upgrader, err := spdy.RoundTripperFor(f.Config)
 	if err != nil {
 		return nil, err

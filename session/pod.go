@@ -13,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 )
 
@@ -91,7 +90,7 @@ func buildPod(s podSpec) *corev1.Pod {
 
 // waitReady watches the pod until its podshim container runs, and fails fast, with the reason the
 // cluster gives, when it cannot start.
-func waitReady(ctx context.Context, cs kubernetes.Interface, ns, name string, progress func(string)) (*corev1.Pod, error) {
+func waitReady(ctx context.Context, cs Clientset, ns, name string, progress func(string)) (*corev1.Pod, error) {
 	sel := fields.OneTermEqualSelector("metadata.name", name).String()
 	for {
 		list, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{FieldSelector: sel})
@@ -118,7 +117,7 @@ func waitReady(ctx context.Context, cs kubernetes.Interface, ns, name string, pr
 	}
 }
 
-func watchPod(ctx context.Context, cs kubernetes.Interface, w watch.Interface, progress func(string)) (*corev1.Pod, error) {
+func watchPod(ctx context.Context, cs Clientset, w watch.Interface, progress func(string)) (*corev1.Pod, error) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -159,7 +158,7 @@ var waitingFailures = map[string]string{
 
 // podStarted reports whether the podshim container runs (true, nil), cannot start (true, err), or
 // is still on its way (false, nil).
-func podStarted(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod, progress func(string)) (bool, error) {
+func podStarted(ctx context.Context, cs Clientset, pod *corev1.Pod, progress func(string)) (bool, error) {
 	switch pod.Status.Phase {
 	case corev1.PodFailed, corev1.PodSucceeded:
 		return true, fmt.Errorf("proxy pod %s ended (%s) before the session could start: %s", pod.Name, pod.Status.Phase, terminatedReason(pod))
@@ -219,7 +218,7 @@ func oneLine(s string) string {
 
 // deletePod deletes the proxy pod with a fresh context, so that it runs even after ctx was
 // cancelled by a signal. A pod that is already gone is not an error.
-func deletePod(cs kubernetes.Interface, ns, name string) error {
+func deletePod(cs Clientset, ns, name string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	err := cs.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
@@ -230,7 +229,7 @@ func deletePod(cs kubernetes.Interface, ns, name string) error {
 }
 
 // waitPodReady watches the pod until its Ready condition is true.
-func waitPodReady(ctx context.Context, cs kubernetes.Interface, ns, name string) error {
+func waitPodReady(ctx context.Context, cs Clientset, ns, name string) error {
 	sel := fields.OneTermEqualSelector("metadata.name", name).String()
 	ready := func(p *corev1.Pod) bool {
 		for _, c := range p.Status.Conditions {

@@ -7,7 +7,6 @@ import (
 
 	authv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 )
 
 // Permission is one verb on one resource that a session needs in its namespace.
@@ -35,7 +34,7 @@ var RunPermissions = []Permission{
 // Preflight asks the API server (SelfSubjectAccessReview) whether the caller holds every
 // permission in namespace ns, and returns one error naming all that are missing, before the
 // session creates anything.
-func Preflight(ctx context.Context, cs kubernetes.Interface, ns string, perms []Permission) error {
+func Preflight(ctx context.Context, cs Clientset, ns string, perms []Permission) error {
 	var missing []string
 	for _, p := range perms {
 		r, err := cs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authv1.SelfSubjectAccessReview{

@@ -23,7 +23,6 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/kubectl-tp/kubectl-tp/envcapture"
@@ -38,7 +37,7 @@ import (
 // Options configure a session. Config, Client, Namespace, Image and Command are required.
 type Options struct {
 	Config    *rest.Config
-	Client    kubernetes.Interface
+	Client    Clientset
 	Namespace string
 	// Image is the podshim image reference.
 	Image string

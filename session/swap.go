@@ -12,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 )
@@ -59,7 +58,7 @@ func swapInfo(d *appsv1.Deployment) (SwapInfo, bool) {
 
 // SessionAlive reports whether the proxy pod of a session still serves: it exists, is not being
 // deleted and has not ended (podshim ends by itself once its client is gone).
-func SessionAlive(ctx context.Context, cs kubernetes.Interface, ns, pod string) (bool, error) {
+func SessionAlive(ctx context.Context, cs Clientset, ns, pod string) (bool, error) {
 	p, err := cs.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return false, nil
@@ -80,7 +79,7 @@ var ErrSwappedByLiveSession = errors.New("already swapped by a live session")
 // scaleDown, so that the proxy pod can take traffic before the app stops: make before break). A
 // swap left by a dead session is restored first; one held by a live session is an error naming it.
 // It returns the original replica count.
-func claimDeployment(ctx context.Context, cs kubernetes.Interface, ns, name string, info SwapInfo, warn func(string)) (int32, error) {
+func claimDeployment(ctx context.Context, cs Clientset, ns, name string, info SwapInfo, warn func(string)) (int32, error) {
 	deps := cs.AppsV1().Deployments(ns)
 	var original int32
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
@@ -121,7 +120,7 @@ func claimDeployment(ctx context.Context, cs kubernetes.Interface, ns, name stri
 }
 
 // scaleDown scales the Deployment to 0 if the swap recorded on it is still this session's.
-func scaleDown(ctx context.Context, cs kubernetes.Interface, ns, name, session string) error {
+func scaleDown(ctx context.Context, cs Clientset, ns, name, session string) error {
 	deps := cs.AppsV1().Deployments(ns)
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		d, err := deps.Get(ctx, name, metav1.GetOptions{})
@@ -140,7 +139,7 @@ func scaleDown(ctx context.Context, cs kubernetes.Interface, ns, name, session s
 // RestoreDeployment scales a swapped Deployment back to its recorded replica count and removes the
 // swap annotations. With session non-empty it only restores a swap held by that session. It uses a
 // fresh context so that it runs even after a signal. It reports whether it restored anything.
-func RestoreDeployment(cs kubernetes.Interface, ns, name, session string) (bool, error) {
+func RestoreDeployment(cs Clientset, ns, name, session string) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	deps := cs.AppsV1().Deployments(ns)
@@ -173,7 +172,7 @@ func RestoreDeployment(cs kubernetes.Interface, ns, name, session string) (bool,
 
 // hpaWarning names the HorizontalPodAutoscalers that target the Deployment. An HPA does not scale a
 // workload whose replicas are 0 ("ScalingDisabled"), so the swap holds; after the restore it resumes.
-func hpaWarning(ctx context.Context, cs kubernetes.Interface, ns, name string) string {
+func hpaWarning(ctx context.Context, cs Clientset, ns, name string) string {
 	list, err := cs.AutoscalingV2().HorizontalPodAutoscalers(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return ""

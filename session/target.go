@@ -10,7 +10,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 )
 
@@ -69,7 +68,7 @@ func (t Target) String() string {
 func (t Target) Permission() Permission { return Permission{Verb: "get", Resource: t.Kind} }
 
 // Template fetches the target's pod template (for a Pod: its metadata and spec).
-func (t Target) Template(ctx context.Context, cs kubernetes.Interface, ns string) (*corev1.PodTemplateSpec, error) {
+func (t Target) Template(ctx context.Context, cs Clientset, ns string) (*corev1.PodTemplateSpec, error) {
 	var tpl *corev1.PodTemplateSpec
 	var err error
 	opts := metav1.GetOptions{}

@@ -10,7 +10,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-tp/kubectl-tp/session"
@@ -24,7 +23,7 @@ type CleanupOptions struct {
 	AllNamespaces bool
 
 	namespace string
-	client    kubernetes.Interface
+	client    session.Clientset
 }
 
 func newCleanupCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {

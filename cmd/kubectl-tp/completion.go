@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-tp/kubectl-tp/session"
 )
@@ -21,7 +20,7 @@ const completionTimeout = 5 * time.Second
 
 // clientFunc returns the namespace and a clientset for the connection flags as parsed so far;
 // it is clientFor outside tests.
-type clientFunc func(*genericclioptions.ConfigFlags) (string, kubernetes.Interface, error)
+type clientFunc func(*genericclioptions.ConfigFlags) (string, session.Clientset, error)
 
 // fromTypes are the workload types of --from TYPE/NAME, offered before a "/" is typed.
 var fromTypes = []string{"deployment", "statefulset", "daemonset", "replicaset", "pod"}
@@ -53,7 +52,7 @@ func registerCompletions(root *cobra.Command, flags *genericclioptions.ConfigFla
 		}
 	}
 	must(root, "namespace", func(_ *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-		return withClient(flags, clients, func(ctx context.Context, cs kubernetes.Interface, _ string) ([]string, cobra.ShellCompDirective) {
+		return withClient(flags, clients, func(ctx context.Context, cs session.Clientset, _ string) ([]string, cobra.ShellCompDirective) {
 			names, err := namespaceNames(ctx, cs)
 			if err != nil {
 				return nil, cobra.ShellCompDirectiveNoFileComp
@@ -74,7 +73,7 @@ func registerCompletions(root *cobra.Command, flags *genericclioptions.ConfigFla
 		switch c.Name() {
 		case "run":
 			must(c, "swap-deployment", func(_ *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-				return withClient(flags, clients, func(ctx context.Context, cs kubernetes.Interface, ns string) ([]string, cobra.ShellCompDirective) {
+				return withClient(flags, clients, func(ctx context.Context, cs session.Clientset, ns string) ([]string, cobra.ShellCompDirective) {
 					names, err := workloadNames(ctx, cs, ns, "deployments")
 					if err != nil {
 						return nil, cobra.ShellCompDirectiveNoFileComp
@@ -83,7 +82,7 @@ func registerCompletions(root *cobra.Command, flags *genericclioptions.ConfigFla
 				})
 			})
 			must(c, "from", func(_ *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-				return withClient(flags, clients, func(ctx context.Context, cs kubernetes.Interface, ns string) ([]string, cobra.ShellCompDirective) {
+				return withClient(flags, clients, func(ctx context.Context, cs session.Clientset, ns string) ([]string, cobra.ShellCompDirective) {
 					return completeFrom(ctx, cs, ns, toComplete)
 				})
 			})
@@ -103,7 +102,7 @@ func registerCompletions(root *cobra.Command, flags *genericclioptions.ConfigFla
 
 // withClient runs list with a clientset and namespace from the flags and a deadline of
 // completionTimeout; without a usable kubeconfig there is nothing to offer.
-func withClient(flags *genericclioptions.ConfigFlags, clients clientFunc, list func(context.Context, kubernetes.Interface, string) ([]string, cobra.ShellCompDirective)) ([]string, cobra.ShellCompDirective) {
+func withClient(flags *genericclioptions.ConfigFlags, clients clientFunc, list func(context.Context, session.Clientset, string) ([]string, cobra.ShellCompDirective)) ([]string, cobra.ShellCompDirective) {
 	ns, cs, err := clients(flags)
 	if err != nil {
 		cobra.CompDebugln("kubectl-tp: no client for completion: "+err.Error(), false)
@@ -117,7 +116,7 @@ func withClient(flags *genericclioptions.ConfigFlags, clients clientFunc, list f
 // completeFrom completes --from TYPE/NAME[:CONTAINER] the way kubectl completes
 // `kubectl logs`: before a "/", bare Deployment names (a bare NAME means deployment/NAME)
 // and the types as "TYPE/"; after it, TYPE/NAME for the objects of that type.
-func completeFrom(ctx context.Context, cs kubernetes.Interface, ns, toComplete string) ([]string, cobra.ShellCompDirective) {
+func completeFrom(ctx context.Context, cs session.Clientset, ns, toComplete string) ([]string, cobra.ShellCompDirective) {
 	directive := cobra.ShellCompDirectiveNoFileComp
 	typ, prefix, hasType := strings.Cut(toComplete, "/")
 	if !hasType {
@@ -153,7 +152,7 @@ func completeFrom(ctx context.Context, cs kubernetes.Interface, ns, toComplete s
 }
 
 // namespaceNames lists the names of the cluster's namespaces, sorted.
-func namespaceNames(ctx context.Context, cs kubernetes.Interface) ([]string, error) {
+func namespaceNames(ctx context.Context, cs session.Clientset) ([]string, error) {
 	list, err := cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, err
@@ -168,7 +167,7 @@ func namespaceNames(ctx context.Context, cs kubernetes.Interface) ([]string, err
 
 // workloadNames lists the names of the objects of kind (as session.Target.Kind names it:
 // deployments, statefulsets, daemonsets, replicasets or pods) in ns, sorted.
-func workloadNames(ctx context.Context, cs kubernetes.Interface, ns, kind string) ([]string, error) {
+func workloadNames(ctx context.Context, cs session.Clientset, ns, kind string) ([]string, error) {
 	var names []string
 	opts := metav1.ListOptions{}
 	switch kind {

@@ -17,9 +17,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/kubectl-tp/kubectl-tp/session"
 )
 
 // testCluster is what the fake clientset of these tests holds.
@@ -42,8 +43,8 @@ func testCluster() *fake.Clientset {
 }
 
 // fakeClients is a clientFunc over cs that honours -n like clientFor does.
-func fakeClients(cs kubernetes.Interface) clientFunc {
-	return func(flags *genericclioptions.ConfigFlags) (string, kubernetes.Interface, error) {
+func fakeClients(cs session.Clientset) clientFunc {
+	return func(flags *genericclioptions.ConfigFlags) (string, session.Clientset, error) {
 		if ns := *flags.Namespace; ns != "" {
 			return ns, cs, nil
 		}
@@ -83,7 +84,7 @@ func TestWorkloadNames(t *testing.T) {
 func TestNamespaceNames(t *testing.T) {
 	tests := []struct {
 		name    string
-		cs      kubernetes.Interface
+		cs      session.Clientset
 		want    []string
 		wantErr bool
 	}{

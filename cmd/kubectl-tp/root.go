@@ -6,9 +6,9 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-tp/kubectl-tp/internal/version"
+	"github.com/kubectl-tp/kubectl-tp/session"
 )
 
 // NewRootCommand returns `kubectl tp` with its subcommands and the standard kubectl
@@ -78,7 +78,7 @@ func newVersionCommand(streams genericiooptions.IOStreams) *cobra.Command {
 }
 
 // clientFor returns the namespace and a clientset from the standard kubectl flags.
-func clientFor(flags *genericclioptions.ConfigFlags) (string, kubernetes.Interface, error) {
+func clientFor(flags *genericclioptions.ConfigFlags) (string, session.Clientset, error) {
 	loader := flags.ToRawKubeConfigLoader()
 	if ctxName := *flags.Context; ctxName != "" {
 		raw, err := loader.RawConfig()
@@ -97,6 +97,6 @@ func clientFor(flags *genericclioptions.ConfigFlags) (string, kubernetes.Interfa
 	if err != nil {
 		return "", nil, kubeconfigError(err)
 	}
-	cs, err := kubernetes.NewForConfig(cfg)
+	cs, err := session.NewClientset(cfg)
 	return ns, cs, err
 }

@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/kubectl-tp/kubectl-tp/envcapture"
@@ -61,7 +60,7 @@ type RunOptions struct {
 
 	namespace string
 	config    *rest.Config
-	client    kubernetes.Interface
+	client    session.Clientset
 }
 
 func newRunCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {

@@ -14,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-tp/kubectl-tp/session"
@@ -43,7 +42,7 @@ type StatusOptions struct {
 	Output string
 
 	namespace string
-	client    kubernetes.Interface
+	client    session.Clientset
 }
 
 func newStatusCommand(flags *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
@@ -98,7 +97,7 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 }
 
 // Sessions lists the proxy pods of ns ("" = all namespaces) with the Deployments they swapped.
-func Sessions(ctx context.Context, cs kubernetes.Interface, ns string) ([]SessionStatus, error) {
+func Sessions(ctx context.Context, cs session.Clientset, ns string) ([]SessionStatus, error) {
 	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: session.LabelManagedBy + "=" + session.ManagedBy})
 	if err != nil {
 		return nil, fmt.Errorf("listing sessions: %w", err)
