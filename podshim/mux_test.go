@@ -176,3 +176,114 @@ func TestMuxWrongToken(t *testing.T) {
 		t.Fatalf("DialContext with a wrong token: %v, want code %q", err, tunnel.CodeAuth)
 	}
 }
+
+// countingConn counts the bytes written to a carrier.
+type countingConn struct {
+	net.Conn
+	written *atomic.Int64
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.written.Add(int64(n))
+	return n, err
+}
+
+func TestMuxSpreadsStreamsOverCarriers(t *testing.T) {
+	names := map[string]string{"echo.svc:80": echoServer(t)}
+	addr, _ := startServer(t, &podshim.Server{Token: testToken, Dial: fakeDial(names)})
+	for _, carriers := range []int{1, 3} {
+		t.Run(fmt.Sprintf("%d carriers", carriers), func(t *testing.T) {
+			var (
+				mu      sync.Mutex
+				written []*atomic.Int64
+			)
+			m := &tunnel.Mux{Token: testToken, Carriers: carriers, Carrier: func(ctx context.Context) (net.Conn, error) {
+				var d net.Dialer
+				c, err := d.DialContext(ctx, "tcp", addr)
+				if err != nil {
+					return nil, err
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				written = append(written, new(atomic.Int64))
+				return countingConn{c, written[len(written)-1]}, nil
+			}}
+			defer m.Close()
+			c := &tunnel.Client{Token: testToken, Open: m.Open}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			// Streams are held open, so the carrier with the fewest streams changes with each one.
+			var open []net.Conn
+			defer func() {
+				for _, conn := range open {
+					conn.Close()
+				}
+			}()
+			dial := func() {
+				conn, err := c.DialContext(ctx, "tcp", "echo.svc:80")
+				if err != nil {
+					t.Fatal(err)
+				}
+				open = append(open, conn)
+			}
+			// The carriers after the first open in the background while streams are opened.
+			for deadline := time.Now().Add(5 * time.Second); ; {
+				dial()
+				mu.Lock()
+				n := len(written)
+				mu.Unlock()
+				if n == carriers {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d carriers open after 5 s, want %d", n, carriers)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			mu.Lock()
+			before := make([]int64, len(written))
+			for i, w := range written {
+				before[i] = w.Load()
+			}
+			mu.Unlock()
+			const streams = 30
+			for range streams {
+				dial()
+			}
+			for _, conn := range open[len(open)-streams:] {
+				if _, err := io.WriteString(conn, strings.Repeat("x", 1000)); err != nil {
+					t.Fatal(err)
+				}
+				// The echo is back, so the 1000 bytes have left through the carrier.
+				if _, err := io.ReadFull(conn, make([]byte, 1000)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(written) != carriers {
+				t.Fatalf("%d carriers opened, want %d", len(written), carriers)
+			}
+			for i, w := range written {
+				// Each carrier took about its share of the 30 streams' requests and data.
+				if got := w.Load() - before[i]; got < int64(streams/carriers/2*1000) {
+					t.Errorf("carrier %d carried %d bytes of the new streams, want at least half its share of %d", i, got, streams*1000)
+				}
+			}
+		})
+	}
+}
+
+func TestMuxOpenAfterClose(t *testing.T) {
+	addr, _ := startServer(t, &podshim.Server{Token: testToken})
+	c, m, carriers := muxClient(addr, testToken)
+	m.Close()
+	_, err := c.DialContext(context.Background(), "tcp", "echo.svc:80")
+	if !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("dial after Close: %v, want net.ErrClosed", err)
+	}
+	if n := carriers.Load(); n != 0 {
+		t.Errorf("%d carriers opened after Close, want 0", n)
+	}
+}

@@ -77,6 +77,10 @@ type Server struct {
 
 	lastHeard atomic.Int64 // unix nanoseconds
 	readyOnce sync.Once
+
+	// muxBudget is the window growth budget all multiplexed carriers share.
+	muxBudget     func() (yamux.MemoryManager, error)
+	muxBudgetOnce sync.Once
 }
 
 func (s *Server) logf(format string, args ...any) {
@@ -277,7 +281,8 @@ func (s *Server) serveMux(ctx context.Context, c net.Conn) {
 	if !s.reply(c, &tunnel.Response{OK: true, Version: version.Version}) {
 		return
 	}
-	sess, err := yamux.Server(c, tunnel.MuxConfig(), tunnel.NewWindowBudget(tunnel.MuxGrowthBudget))
+	s.muxBudgetOnce.Do(func() { s.muxBudget = tunnel.NewWindowBudget(tunnel.MuxGrowthBudget) })
+	sess, err := yamux.Server(c, tunnel.MuxConfig(), s.muxBudget)
 	if err != nil {
 		s.logf("podshim: %v: starting yamux: %v", c.RemoteAddr(), err)
 		return

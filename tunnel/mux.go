@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,26 +20,38 @@ import (
 // hundred new connections a second. A stream's first bytes (the request frame) leave at once with
 // the stream's opening frame.
 //
-// The carrier starts with an [OpMux] request; after the OK response both ends run a yamux
-// session, the laptop as client. When the carrier breaks, every stream on it fails (as every
-// port-forward stream fails when the API server connection breaks) and the next [Mux.Open] opens
-// a new carrier.
+// A carrier starts with an [OpMux] request; after the OK response both ends run a yamux
+// session, the laptop as client. Streams can be spread over several carriers (see
+// [Mux.Carriers]): the container runtime copies each carrier in one loop, so parallel bulk
+// streams on one carrier share one loop where port-forward gives each its own. When a carrier
+// breaks, every stream on it fails (as every port-forward stream fails when the API server
+// connection breaks) and the next [Mux.Open] uses another carrier or opens a new one.
 //
 // Flow control: each stream has its own receive window (see [MuxInitialWindow]), so one stream
 // fills a long link while a stream whose reader stalls holds at most its window in memory and does
-// not stall the others; windows grown past the start share one budget per carrier.
+// not stall the others; windows grown past the start share one budget across the carriers.
 //
-// Mux leaves out carrier re-dial policy beyond "the next Open tries again", several carriers, and
-// any priority between streams.
+// Mux leaves out carrier re-dial policy beyond "the next Open tries again", moving streams between
+// carriers, and any priority between streams.
 type Mux struct {
 	// Carrier returns a new carrier stream to podshim.
 	Carrier func(ctx context.Context) (net.Conn, error)
 	// Token and Version are sent in the OpMux request (the requests inside the streams carry
 	// their own).
 	Token, Version string
+	// Carriers is how many carriers streams are spread over, each new stream going to the carrier
+	// with the fewest open streams (0 means 1). Carriers after the first are opened in the
+	// background once the first is up, so they cost no stream a wait.
+	Carriers int
 
-	mu   sync.Mutex
-	sess *yamux.Session
+	mu      sync.Mutex
+	sess    []*yamux.Session
+	opening bool // carriers are being opened in the background
+	closed  bool
+
+	// budget is the window growth budget all carriers share.
+	budget     func() (yamux.MemoryManager, error)
+	budgetOnce sync.Once
 }
 
 const (
@@ -54,13 +67,13 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, muxMessage-muxHeade
 // Receive windows of one multiplexed stream. A stream starts with MuxInitialWindow; yamux grows a
 // stream's window (doubling, up to MuxMaxWindow) when a window drains within 4 round trips, which
 // only a fast stream on a long link does; growth beyond the start comes out of MuxGrowthBudget,
-// shared by all streams of a carrier.
+// shared by all streams of a Mux (on the pod side, of a podshim Server).
 const (
 	// MuxInitialWindow allows ~250 MB/s on one stream at 60 ms of loaded round trip.
 	MuxInitialWindow = 16 << 20
 	// MuxMaxWindow allows ~500 MB/s at 120 ms.
 	MuxMaxWindow = 64 << 20
-	// MuxGrowthBudget bounds the window growth of all streams of a carrier together.
+	// MuxGrowthBudget bounds the window growth of all streams of all carriers together.
 	MuxGrowthBudget = 128 << 20
 )
 
@@ -108,55 +121,102 @@ func (m *Mux) Open(ctx context.Context) (net.Conn, error) {
 	}
 }
 
-// Close closes the carrier and so every stream on it.
+// Close closes the carriers and so every stream on them; Open fails afterwards.
 func (m *Mux) Close() error {
 	m.mu.Lock()
-	sess := m.sess
-	m.sess = nil
+	all := m.sess
+	m.sess, m.closed = nil, true
 	m.mu.Unlock()
-	if sess != nil {
-		return sess.Close()
+	var err error
+	for _, sess := range all {
+		err = errors.Join(err, sess.Close())
 	}
-	return nil
+	return err
 }
 
 func (m *Mux) drop(sess *yamux.Session) {
 	m.mu.Lock()
-	if m.sess == sess {
-		m.sess = nil
-	}
+	m.sess = slices.DeleteFunc(m.sess, func(s *yamux.Session) bool { return s == sess })
 	m.mu.Unlock()
 	_ = sess.Close()
 }
 
-// session returns the live yamux session, opening a carrier when there is none. Callers that
-// arrive while a carrier is being opened wait for it.
+// session returns the live carrier with the fewest streams, opening a carrier when there is none
+// (callers that arrive meanwhile wait for it) and starting the opening of another in the
+// background while there are fewer than Carriers.
 func (m *Mux) session(ctx context.Context) (*yamux.Session, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.sess != nil && !m.sess.IsClosed() {
-		return m.sess, nil
+	if m.closed {
+		return nil, fmt.Errorf("tunnel: opening a multiplexed stream: %w", net.ErrClosed)
 	}
-	m.sess = nil
+	m.sess = slices.DeleteFunc(m.sess, (*yamux.Session).IsClosed)
+	if len(m.sess) == 0 {
+		sess, err := m.openCarrier(ctx)
+		if err != nil {
+			return nil, err
+		}
+		m.sess = append(m.sess, sess)
+	}
+	if len(m.sess) < max(m.Carriers, 1) && !m.opening {
+		m.opening = true
+		go m.openBackground()
+	}
+	best := m.sess[0]
+	for _, sess := range m.sess[1:] {
+		if sess.NumStreams() < best.NumStreams() {
+			best = sess
+		}
+	}
+	return best, nil
+}
+
+// openBackground opens carriers until there are Carriers. A failure leaves the carriers as they
+// are (a later Open tries again).
+func (m *Mux) openBackground() {
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		sess, err := m.openCarrier(ctx)
+		cancel()
+		m.mu.Lock()
+		switch {
+		case err != nil:
+		case m.closed:
+			_ = sess.Close()
+		default:
+			m.sess = append(m.sess, sess)
+			if len(m.sess) < max(m.Carriers, 1) {
+				m.mu.Unlock()
+				continue
+			}
+		}
+		m.opening = false
+		m.mu.Unlock()
+		return
+	}
+}
+
+// openCarrier opens a carrier and starts its yamux session. The carrier's handshake is an
+// ordinary request on a stream from Carrier.
+func (m *Mux) openCarrier(ctx context.Context) (*yamux.Session, error) {
 	if m.Carrier == nil {
 		return nil, errors.New("tunnel: Mux.Carrier is nil")
 	}
-	// The carrier's handshake is an ordinary request on a stream from Carrier.
 	conn, _, err := (&Client{Open: m.Carrier, Token: m.Token, Version: m.Version}).roundTrip(ctx, &Request{Op: OpMux})
 	if err != nil {
 		return nil, err
 	}
-	sess, err := yamux.Client(conn, MuxConfig(), NewWindowBudget(MuxGrowthBudget))
+	m.budgetOnce.Do(func() { m.budget = NewWindowBudget(MuxGrowthBudget) })
+	sess, err := yamux.Client(conn, MuxConfig(), m.budget)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("tunnel: starting yamux: %w", err)
 	}
-	m.sess = sess
 	return sess, nil
 }
 
-// NewWindowBudget returns the memory manager factory for one yamux session: window growth of all
-// its streams together may take at most limit bytes (a stream that cannot grow keeps its window);
+// NewWindowBudget returns a memory manager factory for yamux sessions: window growth of all the
+// streams of all sessions given the same factory together may take at most limit bytes (a stream that cannot grow keeps its window);
 // the notional reservation of a new stream's first window always succeeds.
 func NewWindowBudget(limit int) func() (yamux.MemoryManager, error) {
 	b := &windowBudget{limit: limit}
