@@ -287,3 +287,40 @@ func TestMuxOpenAfterClose(t *testing.T) {
 		t.Errorf("%d carriers opened after Close, want 0", n)
 	}
 }
+
+func TestMuxCloseStopsBackgroundOpening(t *testing.T) {
+	names := map[string]string{"echo.svc:80": echoServer(t)}
+	addr, _ := startServer(t, &podshim.Server{Token: testToken, Dial: fakeDial(names)})
+	var calls atomic.Int32
+	second, cancelled := make(chan struct{}), make(chan struct{})
+	m := &tunnel.Mux{Token: testToken, Carriers: 2, Carrier: func(ctx context.Context) (net.Conn, error) {
+		if calls.Add(1) == 1 {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", addr)
+		}
+		// The second carrier hangs, as a port-forward to a pod being deleted can.
+		close(second)
+		<-ctx.Done()
+		close(cancelled)
+		return nil, ctx.Err()
+	}}
+	c := &tunnel.Client{Token: testToken, Open: m.Open}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := c.DialContext(ctx, "tcp", "echo.svc:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	select {
+	case <-second:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second carrier was not opened in the background")
+	}
+	m.Close()
+	select {
+	case <-cancelled:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Close did not cancel the background opening of a carrier")
+	}
+}

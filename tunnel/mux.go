@@ -48,6 +48,8 @@ type Mux struct {
 	sess    []*yamux.Session
 	opening bool // carriers are being opened in the background
 	closed  bool
+	// stopOpening cancels the background openings when the Mux is closed.
+	stopOpening context.CancelFunc
 
 	// budget is the window growth budget all carriers share.
 	budget     func() (yamux.MemoryManager, error)
@@ -126,6 +128,9 @@ func (m *Mux) Close() error {
 	m.mu.Lock()
 	all := m.sess
 	m.sess, m.closed = nil, true
+	if m.stopOpening != nil {
+		m.stopOpening()
+	}
 	m.mu.Unlock()
 	var err error
 	for _, sess := range all {
@@ -160,7 +165,9 @@ func (m *Mux) session(ctx context.Context) (*yamux.Session, error) {
 	}
 	if len(m.sess) < max(m.Carriers, 1) && !m.opening {
 		m.opening = true
-		go m.openBackground()
+		var bg context.Context
+		bg, m.stopOpening = context.WithCancel(context.Background())
+		go m.openBackground(bg)
 	}
 	best := m.sess[0]
 	for _, sess := range m.sess[1:] {
@@ -171,11 +178,11 @@ func (m *Mux) session(ctx context.Context) (*yamux.Session, error) {
 	return best, nil
 }
 
-// openBackground opens carriers until there are Carriers. A failure leaves the carriers as they
-// are (a later Open tries again).
-func (m *Mux) openBackground() {
+// openBackground opens carriers until there are Carriers or bg is cancelled. A failure leaves
+// the carriers as they are (a later Open tries again).
+func (m *Mux) openBackground(bg context.Context) {
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(bg, 30*time.Second)
 		sess, err := m.openCarrier(ctx)
 		cancel()
 		m.mu.Lock()
@@ -191,6 +198,7 @@ func (m *Mux) openBackground() {
 			}
 		}
 		m.opening = false
+		m.stopOpening()
 		m.mu.Unlock()
 		return
 	}
@@ -216,8 +224,9 @@ func (m *Mux) openCarrier(ctx context.Context) (*yamux.Session, error) {
 }
 
 // NewWindowBudget returns a memory manager factory for yamux sessions: window growth of all the
-// streams of all sessions given the same factory together may take at most limit bytes (a stream that cannot grow keeps its window);
-// the notional reservation of a new stream's first window always succeeds.
+// streams of all the sessions given the same factory may take at most limit bytes together (a
+// stream that cannot grow keeps its window); the notional reservation of a new stream's first
+// window always succeeds.
 func NewWindowBudget(limit int) func() (yamux.MemoryManager, error) {
 	b := &windowBudget{limit: limit}
 	return func() (yamux.MemoryManager, error) { return &budgetSpan{b: b}, nil }
