@@ -7,6 +7,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -312,4 +314,28 @@ func TestRunForwardsSignals(t *testing.T) {
 		t.Fatalf("exit code %d, stdout %q; want 42 and got-term", code, stdout.String())
 	}
 	noPodsLeft(t, ns, 20*time.Second)
+}
+
+// TestRunProfile profiles a session with kubectl's --profile flags, as a user filing a
+// performance report would: the child downloads through the proxy, the profile is a pprof file with
+// samples in kubectl-tp's own data path, and the child's exit code is still the plugin's.
+func TestRunProfile(t *testing.T) {
+	ns := namespace(t)
+	webApp(t, ns, "web", "green")
+	out := filepath.Join(workDir, "cpu-"+randomSuffix()+".pprof")
+	defer os.Remove(out)
+	r := tp(t, "--profile", "cpu", "--profile-output", out, "run", "-n", ns, "--quiet", "--",
+		"sh", "-c", "curl -sf -o /dev/null 'http://web:8080/bytes?mb=64' && exit 3")
+	if r.Code != 3 {
+		t.Fatalf("profiled session: %s", r)
+	}
+	raw, err := exec.Command("go", "tool", "pprof", "-raw", out).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go tool pprof -raw %s: %v\n%s", out, err, raw)
+	}
+	for _, pkg := range []string{"github.com/kubectl-tp/kubectl-tp/proxy.", "github.com/kubectl-tp/kubectl-tp/tunnel."} {
+		if !strings.Contains(string(raw), pkg) {
+			t.Errorf("the CPU profile of a 64 MiB download has no samples in %s*; pprof -raw said:\n%.2000s", pkg, raw)
+		}
+	}
 }
