@@ -11,9 +11,9 @@ import (
 	"k8s.io/client-go/util/flowcontrol"
 )
 
-// Clientset is the part of the Kubernetes API that kubectl-tp calls: pods, services, events,
-// namespaces and service accounts (core/v1), Deployments, ReplicaSets and StatefulSets (apps/v1),
-// access reviews (authorization/v1) and HorizontalPodAutoscalers (autoscaling/v2).
+// Clientset is the part of the Kubernetes API that kubectl-tp calls: pods and namespaces
+// (core/v1), Deployments, ReplicaSets, StatefulSets and DaemonSets (apps/v1), access reviews
+// (authorization/v1) and HorizontalPodAutoscalers (autoscaling/v2).
 //
 // Every kubernetes.Interface, the fake clientset of unit tests included, is a Clientset. What it
 // leaves out is the typed clients of the ~50 other API groups: a binary that builds its clients with
