@@ -12,6 +12,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/kubectl-tp/kubectl-tp/internal/dnsclient"
 	"github.com/kubectl-tp/kubectl-tp/tunnel"
 )
 
@@ -26,9 +27,9 @@ const (
 
 // resolver is the DNS configuration used by one DNS stream.
 type resolver struct {
-	servers []string // host:port
-	search  []string // fully qualified, with trailing dot
-	ndots   int
+	client *dnsclient.Client
+	search []string // fully qualified, with trailing dot
+	ndots  int
 }
 
 func readResolvConf(path string) (*dns.ClientConfig, error) {
@@ -40,30 +41,25 @@ func readResolvConf(path string) (*dns.ClientConfig, error) {
 }
 
 func (s *Server) resolver() (*resolver, error) {
-	r := &resolver{ndots: 1}
-	rc, err := readResolvConf(s.resolvConf())
-	if err != nil && len(s.Nameservers) == 0 {
-		return nil, err
-	}
-	if rc != nil {
-		r.ndots = rc.Ndots
-		for _, d := range rc.Search {
-			r.search = append(r.search, dns.Fqdn(d))
+	r := &resolver{ndots: 1, client: &dnsclient.Client{Timeout: upstreamTimeout}}
+	rc, err := dnsclient.ReadResolvConf(s.resolvConf())
+	if err != nil {
+		if len(s.Nameservers) == 0 {
+			return nil, fmt.Errorf("podshim: %w", err)
 		}
-		for _, ns := range rc.Servers {
-			r.servers = append(r.servers, net.JoinHostPort(ns, rc.Port))
-		}
+	} else {
+		r.ndots, r.search, r.client.Servers = rc.Ndots, rc.Search, rc.Servers
 	}
 	if len(s.Nameservers) > 0 {
-		r.servers = nil
+		r.client.Servers = nil
 		for _, ns := range s.Nameservers {
 			if _, _, err := net.SplitHostPort(ns); err != nil {
 				ns = net.JoinHostPort(ns, "53")
 			}
-			r.servers = append(r.servers, ns)
+			r.client.Servers = append(r.client.Servers, ns)
 		}
 	}
-	if len(r.servers) == 0 {
+	if len(r.client.Servers) == 0 {
 		return nil, errors.New("podshim: no nameservers configured")
 	}
 	return r, nil
@@ -190,26 +186,7 @@ func rewriteOwner(resp *dns.Msg, orig string) {
 	}
 }
 
-// exchange sends q to each nameserver in turn, over UDP with a TCP retry when the
-// answer is truncated, and returns the first answer.
+// exchange sends q to the pod's nameservers (see dnsclient.Client.Exchange).
 func (r *resolver) exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
-	var errs []error
-	for _, ns := range r.servers {
-		for _, network := range []string{"udp", "tcp"} {
-			cl := &dns.Client{Net: network, Timeout: upstreamTimeout}
-			resp, _, err := cl.ExchangeContext(ctx, q, ns)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s %s: %w", network, ns, err))
-				break
-			}
-			if resp.Truncated && network == "udp" {
-				continue
-			}
-			return resp, nil
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, fmt.Errorf("podshim: resolving %v: %w", q.Question, errors.Join(errs...))
+	return r.client.Exchange(ctx, q)
 }

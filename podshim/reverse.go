@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kubectl-tp/kubectl-tp/internal/relay"
+
 	"github.com/kubectl-tp/kubectl-tp/tunnel"
 )
 
@@ -340,7 +342,7 @@ func (s *Server) serveAccept(ctx context.Context, c net.Conn) {
 	}
 	defer in.conn.Close()
 	fromClient := &countingConn{Conn: c}
-	Pipe(&inboundConn{Conn: in.conn, fromClient: fromClient}, fromClient)
+	relay.Pipe(&inboundConn{Conn: in.conn, fromClient: fromClient}, fromClient)
 }
 
 // countingConn is the accept stream during a handoff; it records whether the client

@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kubectl-tp/kubectl-tp/internal/relay"
+
 	"github.com/libp2p/go-yamux/v5"
 
 	"github.com/kubectl-tp/kubectl-tp/internal/version"
@@ -329,7 +331,7 @@ func (s *Server) serveDial(ctx context.Context, c net.Conn, req *tunnel.Request)
 	if !s.reply(c, &tunnel.Response{OK: true}) {
 		return
 	}
-	Pipe(c, target)
+	relay.Pipe(c, target)
 }
 
 // DialErrorCode maps a dial error to a tunnel code.
@@ -351,28 +353,3 @@ func DialErrorCode(err error) string {
 }
 
 type closeWriter interface{ CloseWrite() error }
-
-// Pipe copies bytes between a and b in both directions until both are done.
-// When one direction reaches EOF, the writing side of its destination is shut
-// down (CloseWrite) if supported, else the destination is closed. Pipe closes
-// neither connection fully on a clean finish; callers close them.
-func Pipe(a, b net.Conn) {
-	var wg sync.WaitGroup
-	wg.Add(2)
-	half := func(dst, src net.Conn) {
-		defer wg.Done()
-		_, err := io.Copy(dst, src)
-		if err != nil {
-			// Abort both directions.
-			a.Close()
-			b.Close()
-			return
-		}
-		if cw, ok := dst.(closeWriter); !ok || cw.CloseWrite() != nil {
-			dst.Close()
-		}
-	}
-	go half(a, b)
-	go half(b, a)
-	wg.Wait()
-}

@@ -1,7 +1,8 @@
 // Package proxy implements the laptop-side servers of kubectl-tp: a SOCKS5 proxy
 // ([SOCKS5]), an HTTP(S) proxy ([HTTP]) and a DNS server ([DNS]). Each sends
 // traffic into the cluster through a [Dialer] or [Exchanger] (normally a
-// *tunnel.Client) and never resolves destination names locally.
+// *tunnel.Client) and never resolves destination names locally. [SameUserListener] narrows a
+// loopback listener to the current user's processes, for clients that cannot send credentials.
 //
 // It leaves out listening (callers pass listeners, normally on 127.0.0.1), SOCKS5
 // BIND and UDP ASSOCIATE, TLS interception (CONNECT is tunnelled, never MITMed),

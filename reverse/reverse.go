@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kubectl-tp/kubectl-tp/internal/relay"
+
 	"github.com/kubectl-tp/kubectl-tp/tunnel"
 )
 
@@ -266,7 +268,7 @@ func (f *Forwarder) handle(ctx context.Context, conn net.Conn, port int, peer st
 		lc.Close()
 	})
 	defer stop()
-	pipe(conn, lc)
+	relay.Pipe(conn, lc)
 }
 
 func (f *Forwarder) dialLocal(ctx context.Context, port int) (net.Conn, error) {
@@ -317,24 +319,4 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
-}
-
-// pipe copies bytes between a and b in both directions until both are done. At EOF
-// in one direction it half-closes the destination (or closes it if it cannot); an
-// error in either direction closes both.
-func pipe(a, b net.Conn) {
-	var wg sync.WaitGroup
-	half := func(dst, src net.Conn) {
-		if _, err := io.Copy(dst, src); err != nil {
-			a.Close()
-			b.Close()
-			return
-		}
-		if cw, ok := dst.(interface{ CloseWrite() error }); !ok || cw.CloseWrite() != nil {
-			dst.Close()
-		}
-	}
-	wg.Go(func() { half(a, b) })
-	wg.Go(func() { half(b, a) })
-	wg.Wait()
 }

@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/kubectl-tp/kubectl-tp/capture"
+
 	"github.com/creack/pty"
 	"golang.org/x/term"
 )
@@ -26,6 +28,9 @@ type Child struct {
 	// pseudo-terminal in raw mode, and window-size changes are passed on.
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
+	// Capture, when set, runs the child in transparent mode under this supervisor, which Run
+	// closes when the child has exited.
+	Capture *capture.Supervisor
 }
 
 // LookPath resolves argv0 like the shell does, with an error a user understands.
@@ -50,6 +55,12 @@ func (c Child) Run() (int, error) {
 	cmd := exec.Command(path, c.Argv[1:]...)
 	cmd.Args[0] = c.Argv[0]
 	cmd.Env = c.Env
+	if c.Capture != nil {
+		if err := c.Capture.Prepare(cmd); err != nil {
+			return 1, err
+		}
+		defer c.Capture.Close()
+	}
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -64,6 +75,9 @@ func (c Child) Run() (int, error) {
 	if err := cmd.Start(); err != nil {
 		return ExitCommandNotFound, fmt.Errorf("cannot start %s: %w", c.Argv[0], err)
 	}
+	if err := c.attach(cmd); err != nil {
+		return 1, err
+	}
 	return wait(cmd, sigs)
 }
 
@@ -75,6 +89,9 @@ func (c Child) runPTY(cmd *exec.Cmd, tty *os.File, sigs chan os.Signal) (int, er
 		return ExitCommandNotFound, fmt.Errorf("cannot start %s in a terminal: %w", c.Argv[0], err)
 	}
 	defer ptmx.Close()
+	if err := c.attach(cmd); err != nil {
+		return 1, err
+	}
 	stopResize := followWindowSize(tty, ptmx)
 	defer stopResize()
 	if old, err := term.MakeRaw(int(tty.Fd())); err == nil {
@@ -86,6 +103,20 @@ func (c Child) runPTY(cmd *exec.Cmd, tty *os.File, sigs chan os.Signal) (int, er
 	code, err := wait(cmd, sigs)
 	<-outDone
 	return code, err
+}
+
+// attach hands the started child's seccomp listener to the supervisor; on failure the child,
+// still waiting in the helper, is killed.
+func (c Child) attach(cmd *exec.Cmd) error {
+	if c.Capture == nil {
+		return nil
+	}
+	if err := c.Capture.Attach(); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return fmt.Errorf("transparent mode: %w", err)
+	}
+	return nil
 }
 
 // wait forwards signals until the child exits and converts its status to an exit code.

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/user"
 	"slices"
@@ -76,6 +77,12 @@ type Options struct {
 	// Expose are the ports the proxy pod listens on and carries back to local ports; with Swap,
 	// every TCP containerPort of the container is added (same local port) unless remapped here.
 	Expose []PortMap
+	// Transparent chooses transparent mode (the zero value: proxy variables only).
+	Transparent TransparentMode
+	// AlsoProxy are ranges carried to the cluster in transparent mode besides the cluster's own.
+	AlsoProxy []netip.Prefix
+	// Verbose prints detail (failed dials, DNS errors) to Stderr.
+	Verbose bool
 }
 
 // Session is a running session. Its fields are valid after Start returns without error.
@@ -102,6 +109,8 @@ type Session struct {
 	swapped string
 	// Exposed are the ports served back to the laptop (pod port → local port).
 	Exposed []PortMap
+	// transparent is set when the child runs in transparent mode.
+	transparent *transparent
 }
 
 func (o *Options) defaults() {
@@ -136,11 +145,15 @@ func Run(ctx context.Context, opts Options) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	code, err := Child{
-		Argv:  opts.Command,
-		Env:   ChildEnv(envcapture.Merge(os.Environ(), s.Captured), s.Endpoints),
-		Stdin: opts.Stdin, Stdout: opts.Stdout, Stderr: opts.Stderr,
-	}.Run()
+	child := Child{Argv: opts.Command, Stdin: opts.Stdin, Stdout: opts.Stdout, Stderr: opts.Stderr}
+	base := envcapture.Merge(os.Environ(), s.Captured)
+	if t := s.transparent; t != nil {
+		child.Env = TransparentEnv(base, s.Endpoints, t.ranges)
+		child.Capture = t.sup
+	} else {
+		child.Env = ChildEnv(base, s.Endpoints)
+	}
+	code, err := child.Run()
 	return code, err
 }
 
@@ -153,6 +166,10 @@ func Start(ctx context.Context, opts Options) (*Session, error) {
 
 	id := randomHex(6)
 	s := &Session{opts: opts, ID: id, PodName: "tp-" + id}
+	useTransparent, err := s.chooseMode()
+	if err != nil {
+		return nil, err
+	}
 	p.set("checking permissions in namespace " + opts.Namespace)
 	if opts.Swap != nil {
 		opts.From = opts.Swap
@@ -237,7 +254,8 @@ func Start(ctx context.Context, opts Options) (*Session, error) {
 
 	startCtx, cancelStart := context.WithTimeout(ctx, opts.StartTimeout)
 	defer cancelStart()
-	if _, err := waitReady(startCtx, opts.Client, opts.Namespace, s.PodName, p.set); err != nil {
+	running, err := waitReady(startCtx, opts.Client, opts.Namespace, s.PodName, p.set)
+	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			err = fmt.Errorf("proxy pod %s did not start within %s (kubectl describe pod -n %s %s)", s.PodName, opts.StartTimeout, opts.Namespace, s.PodName)
 		}
@@ -272,6 +290,11 @@ func Start(ctx context.Context, opts Options) (*Session, error) {
 	if err := s.serve(runCtx); err != nil {
 		return s, err
 	}
+	if useTransparent {
+		if err := s.startTransparent(runCtx, hello, running.Status.PodIP); err != nil {
+			return s, err
+		}
+	}
 	if len(s.Exposed) > 0 {
 		ports := map[int]int{}
 		for _, pm := range s.Exposed {
@@ -299,8 +322,13 @@ func Start(ctx context.Context, opts Options) (*Session, error) {
 	}
 	p.stop()
 	if !opts.Quiet {
-		fmt.Fprintf(opts.Stderr, "kubectl-tp: session %s: pod %s/%s, SOCKS5 %s, HTTP proxy %s, DNS %s\n",
-			id, opts.Namespace, s.PodName, s.Endpoints.SOCKS, s.Endpoints.HTTP, s.Endpoints.DNS)
+		if t := s.transparent; t != nil {
+			fmt.Fprintf(opts.Stderr, "kubectl-tp: session %s: pod %s/%s, %s (DNS %s)\n",
+				id, opts.Namespace, s.PodName, t.describe(), t.dns)
+		} else {
+			fmt.Fprintf(opts.Stderr, "kubectl-tp: session %s: pod %s/%s, proxy variables: SOCKS5 %s, HTTP proxy %s, DNS %s\n",
+				id, opts.Namespace, s.PodName, s.Endpoints.SOCKS, s.Endpoints.HTTP, s.Endpoints.DNS)
+		}
 	}
 	return s, nil
 }
@@ -349,14 +377,32 @@ func (s *Session) heartbeat(ctx context.Context) {
 	}
 }
 
-// serve starts the SOCKS5, HTTP and DNS servers on loopback.
+// serve starts the SOCKS5, HTTP and DNS servers on loopback, and the JVM's SOCKS5 server: without
+// credentials, which the JDK cannot send, but open only to the user's own processes. Where that
+// check is impossible the JVM's server is left out and Endpoints.JavaSOCKS stays empty.
 func (s *Session) serve(ctx context.Context) error {
 	e := &s.Endpoints
+	logf := func(format string, args ...any) {}
 	socksLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("listening for SOCKS5 on loopback: %w", err)
 	}
 	s.closers = append(s.closers, socksLn)
+	javaLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("listening for the JVM's SOCKS5 on loopback: %w", err)
+	}
+	s.closers = append(s.closers, javaLn)
+	// Refused connections (another user's) show with -v.
+	if javaOnly, err := proxy.SameUser(javaLn, s.verbosef); err != nil {
+		s.verbosef("no SOCKS5 proxy for JVMs, JAVA_TOOL_OPTIONS left as it is: %v", err)
+		javaLn.Close()
+	} else {
+		e.JavaSOCKS = javaLn.Addr().String()
+		javaSocks := &proxy.SOCKS5{Dialer: s.client, Logf: logf}
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); _ = javaSocks.Serve(javaOnly) }()
+	}
 	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("listening for the HTTP proxy on loopback: %w", err)
@@ -369,7 +415,6 @@ func (s *Session) serve(ctx context.Context) error {
 	s.closers = append(s.closers, udp, tcp)
 	e.SOCKS, e.HTTP, e.DNS = socksLn.Addr().String(), httpLn.Addr().String(), tcp.Addr().String()
 
-	logf := func(format string, args ...any) {}
 	socks := &proxy.SOCKS5{Dialer: s.client, Username: e.Username, Password: e.Password, Logf: logf}
 	httpProxy := &proxy.HTTP{Dialer: s.client, Username: e.Username, Password: e.Password, Logf: logf}
 	dnsServer := &proxy.DNS{Exchanger: s.client, Logf: logf}
@@ -381,22 +426,7 @@ func (s *Session) serve(ctx context.Context) error {
 }
 
 // listenDNS binds UDP and TCP on the same loopback port.
-func listenDNS() (net.PacketConn, net.Listener, error) {
-	var last error
-	for range 20 {
-		udp, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			return nil, nil, fmt.Errorf("listening for DNS on loopback: %w", err)
-		}
-		tcp, err := net.Listen("tcp", udp.LocalAddr().String())
-		if err == nil {
-			return udp, tcp, nil
-		}
-		last = err
-		udp.Close()
-	}
-	return nil, nil, fmt.Errorf("listening for DNS on loopback (UDP and TCP on one port): %w", last)
-}
+func listenDNS() (net.PacketConn, net.Listener, error) { return listenDNSOn("127.0.0.1") }
 
 // Close stops the servers and the tunnel and deletes the proxy pod. It is safe to call more than
 // once and from a signal path.

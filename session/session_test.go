@@ -20,13 +20,17 @@ import (
 )
 
 func TestChildEnv(t *testing.T) {
-	e := Endpoints{SOCKS: "127.0.0.1:1080", HTTP: "127.0.0.1:3128", DNS: "127.0.0.1:5353", Username: "u", Password: "p@ss", Namespace: "ns", Pod: "tp-1"}
+	e := Endpoints{SOCKS: "127.0.0.1:1080", HTTP: "127.0.0.1:3128", DNS: "127.0.0.1:5353", JavaSOCKS: "127.0.0.1:1081", Username: "u", Password: "p@ss", Namespace: "ns", Pod: "tp-1"}
+	noJava := e
+	noJava.JavaSOCKS = ""
 	cases := []struct {
-		name string
-		base []string
-		want map[string]string
+		name   string
+		base   []string
+		e      Endpoints
+		want   map[string]string
+		absent []string
 	}{
-		{"fresh", []string{"PATH=/bin"}, map[string]string{
+		{"fresh", []string{"PATH=/bin"}, e, map[string]string{
 			"PATH":              "/bin",
 			"HTTP_PROXY":        "http://u:p%40ss@127.0.0.1:3128",
 			"https_proxy":       "http://u:p%40ss@127.0.0.1:3128",
@@ -36,18 +40,25 @@ func TestChildEnv(t *testing.T) {
 			"TP_SOCKS":          "127.0.0.1:1080",
 			"TP_NAMESPACE":      "ns",
 			"TP_POD":            "tp-1",
-			"JAVA_TOOL_OPTIONS": "-DsocksProxyHost=127.0.0.1 -DsocksProxyPort=1080 -Djava.net.socks.username=u -Djava.net.socks.password=p@ss",
-		}},
-		{"replaces user proxies, appends to JAVA_TOOL_OPTIONS", []string{"HTTP_PROXY=http://corp:8080", "JAVA_TOOL_OPTIONS=-Xmx1g"}, map[string]string{
+			"JAVA_TOOL_OPTIONS": "-DsocksProxyHost=127.0.0.1 -DsocksProxyPort=1081",
+		}, nil},
+		{"replaces user proxies, appends to JAVA_TOOL_OPTIONS", []string{"HTTP_PROXY=http://corp:8080", "JAVA_TOOL_OPTIONS=-Xmx1g"}, e, map[string]string{
 			"HTTP_PROXY":        "http://u:p%40ss@127.0.0.1:3128",
-			"JAVA_TOOL_OPTIONS": "-Xmx1g -DsocksProxyHost=127.0.0.1 -DsocksProxyPort=1080 -Djava.net.socks.username=u -Djava.net.socks.password=p@ss",
-		}},
+			"JAVA_TOOL_OPTIONS": "-Xmx1g -DsocksProxyHost=127.0.0.1 -DsocksProxyPort=1081",
+		}, nil},
+		{"no JVM proxy: JAVA_TOOL_OPTIONS kept", []string{"JAVA_TOOL_OPTIONS=-Xmx1g"}, noJava, map[string]string{
+			"JAVA_TOOL_OPTIONS": "-Xmx1g",
+			"ALL_PROXY":         "socks5h://u:p%40ss@127.0.0.1:1080",
+		}, nil},
+		{"no JVM proxy: JAVA_TOOL_OPTIONS not added", []string{"PATH=/bin"}, noJava, map[string]string{
+			"PATH": "/bin",
+		}, []string{"JAVA_TOOL_OPTIONS"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			got := map[string]string{}
 			count := map[string]int{}
-			for _, kv := range ChildEnv(tc.base, e) {
+			for _, kv := range ChildEnv(tc.base, tc.e) {
 				k, v, _ := strings.Cut(kv, "=")
 				got[k] = v
 				count[k]++
@@ -57,10 +68,18 @@ func TestChildEnv(t *testing.T) {
 					t.Errorf("%s = %q, want %q", k, got[k], v)
 				}
 			}
+			for _, k := range tc.absent {
+				if v, ok := got[k]; ok {
+					t.Errorf("%s = %q, want it unset", k, v)
+				}
+			}
 			for k, n := range count {
 				if n > 1 {
 					t.Errorf("%s set %d times", k, n)
 				}
+			}
+			if strings.Contains(got["JAVA_TOOL_OPTIONS"], tc.e.Password) {
+				t.Errorf("JAVA_TOOL_OPTIONS = %q holds the proxy password", got["JAVA_TOOL_OPTIONS"])
 			}
 		})
 	}

@@ -7,12 +7,18 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/kubectl-tp/kubectl-tp/capture"
+
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	// Auth plugins (exec, OIDC, …) so that every kubeconfig kubectl accepts works here too.
 	_ "k8s.io/client-go/plugin/pkg/client/auth"
 )
 
 func main() {
+	// A session starts its command through kubectl-tp itself, as the transparent-mode helper.
+	if capture.IsHelper() {
+		capture.HelperMain()
+	}
 	streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
 	cmd := NewRootCommand(streams)
 	if err := cmd.Execute(); err != nil {

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/kubectl-tp/kubectl-tp/capture"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -50,8 +53,18 @@ type RunOptions struct {
 	SwapDeployment string
 	// Expose are the --expose LOCAL[:REMOTE] values.
 	Expose []string
+	// Transparent is --transparent: carry every connection of the command to the cluster (Linux),
+	// not only those of programs that honour proxy variables.
+	Transparent bool
+	// AlsoProxy are the --also-proxy ranges carried to the cluster in transparent mode.
+	AlsoProxy []string
+	// Verbose prints detail: failed dials and DNS errors of the command's connections.
+	Verbose bool
 	// Command is the argv after --.
 	Command []string
+
+	transparent session.TransparentMode
+	alsoProxy   []netip.Prefix
 
 	target         *session.Target
 	swap           *session.Target
@@ -71,11 +84,18 @@ func newRunCommand(flags *genericclioptions.ConfigFlags, streams genericiooption
 		Long: `Run COMMAND locally as if it ran in the cluster.
 
 A proxy pod (podshim) is started in the namespace and reached through the API server's
-port-forward. COMMAND gets HTTP_PROXY/HTTPS_PROXY/ALL_PROXY pointing at proxies on 127.0.0.1 that
-resolve names in the cluster, TP_DNS naming a DNS server that answers from cluster DNS, and
-TP_NAMESPACE/TP_POD. When COMMAND exits the pod is deleted and its exit code is returned.`,
+port-forward. On Linux (transparent mode, the default) every connection of COMMAND and of the
+processes it starts to cluster names, Service and pod IPs and --also-proxy ranges goes through
+the pod, whatever the program; everything else is untouched. Elsewhere, or with
+--transparent=false, COMMAND gets HTTP_PROXY/HTTPS_PROXY/ALL_PROXY pointing at proxies on
+127.0.0.1 that resolve names in the cluster. Always: TP_DNS names a DNS server that answers from
+cluster DNS, and TP_NAMESPACE/TP_POD the session. When COMMAND exits the pod is deleted and its
+exit code is returned.`,
 		Example: `  # Call a Service by its name from a local curl
   kubectl tp run -- curl -sf http://my-service:8080/healthz
+
+  # Any program, e.g. psql, reaches the cluster (Linux); also a database outside it, via the pod
+  kubectl tp run --also-proxy 10.20.0.0/16 -- psql -h postgres.data -U app
 
   # Run a local program in namespace staging, quietly
   kubectl tp run -n staging --quiet -- go run ./cmd/api
@@ -101,6 +121,7 @@ TP_NAMESPACE/TP_POD. When COMMAND exits the pod is deleted and its exit code is 
 	}
 	cmd.Flags().StringVar(&o.Image, "image", "", "podshim image (default $KUBECTL_TP_IMAGE, else "+version.Image()+")")
 	cmd.Flags().BoolVarP(&o.Quiet, "quiet", "q", false, "print no progress while starting")
+	cmd.Flags().BoolVarP(&o.Verbose, "verbose", "v", false, "print detail: failed dials and DNS errors of the command's connections")
 	cmd.Flags().DurationVar(&o.IdleTimeout, "idle-timeout", 30*time.Second, "how long the proxy pod lives on after it last heard from this process (e.g. after a crash)")
 	cmd.Flags().DurationVar(&o.StartTimeout, "start-timeout", 2*time.Minute, "how long to wait for the proxy pod to start")
 	cmd.Flags().StringVar(&o.From, "from", "", "run like this workload (TYPE/NAME[:CONTAINER]; bare NAME means deployment/NAME): its env and volumes, without its traffic")
@@ -111,6 +132,8 @@ TP_NAMESPACE/TP_POD. When COMMAND exits the pod is deleted and its exit code is 
 	cmd.Flags().Lookup("mount").NoOptDefVal = "true"
 	cmd.Flags().StringVar(&o.MaxVolumeSize, "max-volume-size", "10Mi", "with --from: largest volume (e.g. a PVC) to copy; larger ones are skipped with a warning")
 	cmd.Flags().StringVar(&o.SwapDeployment, "swap-deployment", "", "replace this Deployment (NAME[:CONTAINER]) with the proxy pod until exit: its Services reach your local process")
+	cmd.Flags().BoolVar(&o.Transparent, "transparent", true, "carry every connection of COMMAND and its children to cluster names and addresses through the tunnel (Linux "+capture.MinKernel+"+; where it cannot work, proxy variables are used and a line says why); false: proxy variables only")
+	cmd.Flags().StringArrayVar(&o.AlsoProxy, "also-proxy", nil, "in transparent mode, also carry this range to the cluster (CIDR or address, repeatable; e.g. a database reachable only from the cluster)")
 	cmd.Flags().StringArrayVar(&o.Expose, "expose", nil, "carry connections to pod port REMOTE back to local port LOCAL (LOCAL[:REMOTE], repeatable)")
 	return cmd
 }
@@ -121,6 +144,14 @@ func (o *RunOptions) Complete(cmd *cobra.Command, args []string) error {
 		return fmt.Errorf("unexpected arguments before --: %v; put the command after --, e.g. kubectl tp run -- ./app", args[:dash])
 	}
 	o.Command = args
+	switch {
+	case !o.Transparent:
+		o.transparent = session.TransparentOff
+	case cmd.Flags().Changed("transparent"):
+		o.transparent = session.TransparentOn
+	default:
+		o.transparent = session.TransparentAuto
+	}
 	if o.Image == "" {
 		o.Image = os.Getenv("KUBECTL_TP_IMAGE")
 	}
@@ -183,6 +214,16 @@ func (o *RunOptions) Validate() error {
 	if _, err := envcapture.ParseSyntax(o.EnvSyntax); err != nil {
 		return fmt.Errorf("--env-syntax: %w", err)
 	}
+	for _, v := range o.AlsoProxy {
+		p, err := parseRange(v)
+		if err != nil {
+			return err
+		}
+		o.alsoProxy = append(o.alsoProxy, p)
+	}
+	if len(o.alsoProxy) > 0 && o.transparent == session.TransparentOff {
+		return errors.New("--also-proxy works in transparent mode only; drop it or --transparent=false")
+	}
 	if o.IdleTimeout < 5*time.Second {
 		return fmt.Errorf("--idle-timeout %s is too short; use 5s or more", o.IdleTimeout)
 	}
@@ -217,8 +258,8 @@ func (o *RunOptions) Run(ctx context.Context) error {
 		Config: o.config, Client: o.client, Namespace: o.namespace,
 		Image: o.Image, Command: o.Command, IdleTimeout: o.IdleTimeout, StartTimeout: o.StartTimeout,
 		From: o.target, Swap: o.swap, Expose: o.ports, EnvFile: o.EnvFile, EnvJSON: o.EnvJSON, EnvSyntax: o.EnvSyntax, Mount: o.Mount,
-		MaxVolumeBytes: o.maxVolumeBytes,
-		Stdin:          o.In, Stdout: o.Out, Stderr: o.ErrOut, Quiet: o.Quiet,
+		MaxVolumeBytes: o.maxVolumeBytes, Transparent: o.transparent, AlsoProxy: o.alsoProxy, Verbose: o.Verbose,
+		Stdin: o.In, Stdout: o.Out, Stderr: o.ErrOut, Quiet: o.Quiet,
 	})
 	if err != nil {
 		if s, ok := got.Load().(syscall.Signal); ok && errors.Is(err, context.Canceled) {
@@ -234,6 +275,17 @@ func (o *RunOptions) Run(ctx context.Context) error {
 		return exitError{code: code}
 	}
 	return nil
+}
+
+// parseRange reads an --also-proxy value: a CIDR, or one address.
+func parseRange(v string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(v); err == nil {
+		return p.Masked(), nil
+	}
+	if a, err := netip.ParseAddr(v); err == nil {
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	return netip.Prefix{}, fmt.Errorf("--also-proxy %q is not a range; give a CIDR such as 10.20.0.0/16 or an address such as 10.20.0.5", v)
 }
 
 func kubeconfigError(err error) error {

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kubectl-tp/kubectl-tp/session"
 )
 
 func TestRunValidate(t *testing.T) {
@@ -28,6 +30,13 @@ func TestRunValidate(t *testing.T) {
 		{"bad env syntax", func(o *RunOptions) { o.From = "api"; o.EnvSyntax = "toml" }, "--env-syntax"},
 		{"bad volume size", func(o *RunOptions) { o.MaxVolumeSize = "lots" }, `--max-volume-size "lots" is not a size`},
 		{"volume size too large", func(o *RunOptions) { o.MaxVolumeSize = "1Gi" }, "above the 64Mi"},
+		{"also-proxy CIDR", func(o *RunOptions) { o.transparent = session.TransparentAuto; o.AlsoProxy = []string{"10.20.0.0/16"} }, ""},
+		{"also-proxy address", func(o *RunOptions) {
+			o.transparent = session.TransparentAuto
+			o.AlsoProxy = []string{"10.20.0.5", "fd00::1"}
+		}, ""},
+		{"also-proxy not a range", func(o *RunOptions) { o.transparent = session.TransparentAuto; o.AlsoProxy = []string{"db.internal"} }, `--also-proxy "db.internal" is not a range`},
+		{"also-proxy without transparent mode", func(o *RunOptions) { o.AlsoProxy = []string{"10.20.0.0/16"} }, "--also-proxy works in transparent mode only"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -44,5 +53,19 @@ func TestRunValidate(t *testing.T) {
 				t.Fatalf("Validate = %v, want an error containing %q", err, tc.errPart)
 			}
 		})
+	}
+}
+
+func TestParseRange(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"10.20.3.4/16", "10.20.0.0/16"},
+		{"10.20.0.5", "10.20.0.5/32"},
+		{"fd00::1", "fd00::1/128"},
+		{"fd00:1::/48", "fd00:1::/48"},
+	} {
+		got, err := parseRange(tc.in)
+		if err != nil || got.String() != tc.want {
+			t.Errorf("parseRange(%q) = %v, %v; want %s", tc.in, got, err, tc.want)
+		}
 	}
 }

@@ -19,9 +19,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 const (
@@ -38,6 +41,22 @@ var (
 	clientBin       string // tests/e2e/tpclient built for the child processes
 	userKubeconfig  string
 	cred            *syscall.Credential
+	// fakeDNS is the laptop's nameserver as sessions see it: every plugin run reads resolvConf
+	// (KUBECTL_TP_RESOLV_CONF), which names it, so no test query leaves the machine.
+	fakeDNS    *fakeNameserver
+	resolvConf string
+	// fakeDNSErr says why fakeDNS could not start (port 53 needs root); tests that need it fail.
+	fakeDNSErr error
+)
+
+const (
+	// fakeNameserverIP is where fakeDNS listens (port 53, UDP and TCP).
+	fakeNameserverIP = "127.53.0.1"
+	// laptopOnlyName is the one name fakeDNS knows, with the address laptopOnlyAddr.
+	laptopOnlyName = "laptop-only.test."
+	laptopOnlyAddr = "127.0.0.77"
+	// laptopSearch is the search domain of resolvConf.
+	laptopSearch = "corp.example"
 )
 
 func TestMain(m *testing.M) {
@@ -97,7 +116,82 @@ func setup() error {
 			}
 		}
 	}
+	fakeDNS, fakeDNSErr = startFakeNameserver(net.JoinHostPort(fakeNameserverIP, "53"))
+	if fakeDNSErr == nil {
+		resolvConf = filepath.Join(workDir, "resolv.conf")
+		if err := os.WriteFile(resolvConf, []byte("nameserver "+fakeNameserverIP+"\nsearch "+laptopSearch+"\n"), 0o644); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// fakeNameserver is a DNS server standing for the laptop's own nameservers: it answers
+// laptopOnlyName with an A record of laptopOnlyAddr (and no AAAA), NXDOMAIN for every other name,
+// and remembers the names it was asked.
+type fakeNameserver struct {
+	mu    sync.Mutex
+	asked map[string]int // lower-case fully qualified name → queries
+}
+
+// startFakeNameserver serves on addr, UDP and TCP, until the test binary exits.
+func startFakeNameserver(addr string) (*fakeNameserver, error) {
+	f := &fakeNameserver{asked: map[string]int{}}
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("the fake laptop nameserver (run the e2e tests as root): %w", err)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		pc.Close()
+		return nil, fmt.Errorf("the fake laptop nameserver (run the e2e tests as root): %w", err)
+	}
+	h := dns.HandlerFunc(f.serve)
+	go func() { _ = (&dns.Server{PacketConn: pc, Handler: h}).ActivateAndServe() }()
+	go func() { _ = (&dns.Server{Listener: l, Handler: h}).ActivateAndServe() }()
+	return f, nil
+}
+
+func (f *fakeNameserver) serve(w dns.ResponseWriter, req *dns.Msg) {
+	resp := new(dns.Msg)
+	resp.SetReply(req)
+	resp.RecursionAvailable = true
+	if len(req.Question) != 1 {
+		resp.Rcode = dns.RcodeFormatError
+		_ = w.WriteMsg(resp)
+		return
+	}
+	q := req.Question[0]
+	name := strings.ToLower(q.Name)
+	f.mu.Lock()
+	f.asked[name]++
+	f.mu.Unlock()
+	switch {
+	case name == laptopOnlyName && q.Qtype == dns.TypeA:
+		resp.Answer = []dns.RR{&dns.A{
+			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
+			A:   net.ParseIP(laptopOnlyAddr).To4(),
+		}}
+	case name == laptopOnlyName: // the name exists, without records of this type
+	default:
+		resp.Rcode = dns.RcodeNameError
+	}
+	_ = w.WriteMsg(resp)
+}
+
+// queries returns how often name (fully qualified, any case) was asked so far.
+func (f *fakeNameserver) queries(name string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.asked[strings.ToLower(dns.Fqdn(name))]
+}
+
+// needFakeNameserver fails the test when the fake laptop nameserver is not running.
+func needFakeNameserver(t *testing.T) {
+	t.Helper()
+	if fakeDNSErr != nil {
+		t.Fatalf("this test needs the fake laptop nameserver on %s:53: %v", fakeNameserverIP, fakeDNSErr)
+	}
 }
 
 // unprivileged returns the credentials of the test user, creating the account when needed.
@@ -147,6 +241,10 @@ func tpCmd(ctx context.Context, args ...string) *exec.Cmd {
 		"HOME=" + workDir,
 		"KUBECONFIG=" + userKubeconfig,
 		"KUBECTL_TP_IMAGE=" + os.Getenv("KUBECTL_TP_IMAGE"),
+	}
+	if resolvConf != "" {
+		// The session's DNS forwards non-cluster names to the fake laptop nameserver only.
+		cmd.Env = append(cmd.Env, "KUBECTL_TP_RESOLV_CONF="+resolvConf)
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true}
 	cmd.WaitDelay = 5 * time.Second

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -49,6 +50,7 @@ func (a *app) handler() http.Handler {
 	mux.HandleFunc("GET /color", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, a.color+"\n")
 	})
+	mux.HandleFunc("GET /peer", handlePeer)
 	mux.HandleFunc("GET /healthz", handleHealthz)
 	mux.HandleFunc("GET /ca.pem", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/x-pem-file")
@@ -67,6 +69,16 @@ func healthHandler() http.Handler {
 // handleHealthz answers "ok".
 func handleHealthz(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, "ok")
+}
+
+// handlePeer answers the address the request came from, without its port: the e2e tests tell a
+// request carried by kubectl-tp's proxy pod from one the node sent directly.
+func handlePeer(w http.ResponseWriter, r *http.Request) {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	io.WriteString(w, host+"\n")
 }
 
 // handleEnv serves the process environment as a JSON object.

@@ -65,6 +65,7 @@ func TestHandlers(t *testing.T) {
 		{name: "root", target: "/", wantStatus: 200, wantBody: "testapp pod-1\n"},
 		{name: "unknown path", target: "/nope", wantStatus: 404, bodyHas: "not found"},
 		{name: "color", target: "/color", wantStatus: 200, wantBody: "blue\n"},
+		{name: "peer", target: "/peer", wantStatus: 200, wantBody: "192.0.2.1\n"},
 		{name: "healthz", target: "/healthz", wantStatus: 200, wantBody: "ok"},
 		{name: "ca.pem", target: "/ca.pem", wantStatus: 200, wantBody: "PEM", wantType: "application/x-pem-file"},
 		{name: "file", target: "/file?path=" + file, wantStatus: 200, wantBody: "hello file", wantLen: 10},
