@@ -20,14 +20,15 @@ import (
 	"github.com/creack/pty"
 )
 
-// TestRunReachesCluster runs real clients as the child of `kubectl tp run` and checks that each
-// reaches the cluster the way a user's program would: through the proxy variables, SOCKS5 with
-// remote name resolution, CONNECT for TLS, and the DNS server in TP_DNS.
+// TestRunReachesCluster runs real clients as the child of `kubectl tp run --transparent=false` and
+// checks that each reaches the cluster the way a user's program would in proxy-variable mode:
+// through the proxy variables, SOCKS5 with remote name resolution, CONNECT for TLS, and the DNS
+// server in TP_DNS. (Transparent mode's clients: transparent_test.go.)
 func TestRunReachesCluster(t *testing.T) {
 	ns := namespace(t)
 	webApp(t, ns, "web", "green")
 	fqdn := "web." + ns + ".svc.cluster.local"
-	script := func(s string) []string { return []string{"-n", ns, "--quiet", "--", "sh", "-ec", s} }
+	script := func(s string) []string { return []string{"-n", ns, "--quiet", "--transparent=false", "--", "sh", "-ec", s} }
 	cases := []struct {
 		name string
 		args []string
@@ -319,7 +320,7 @@ func TestRunForwardsSignals(t *testing.T) {
 }
 
 // TestRunProfile profiles a session with kubectl's --profile flags, as a user filing a performance
-// report would: the child downloads 256 MiB through the HTTP proxy, the file written after the
+// report would: the child downloads 256 MiB through the tunnel (transparent mode), the file written after the
 // session is a pprof CPU profile of that work, and the child's exit code is still the plugin's. The
 // profile is checked for its total (the download costs the plugin most of a CPU-second), not for
 // functions: which of them 100 Hz sampling hits varies from run to run.
