@@ -106,6 +106,26 @@ func (f *Forwarder) Reset() {
 	}
 }
 
+// Retarget points the Forwarder at another pod of the same namespace (a replacement proxy pod) and
+// closes the current connection, so every stream on it ends now and the next Open dials the new
+// pod.
+func (f *Forwarder) Retarget(pod string) {
+	f.mu.Lock()
+	f.Pod = pod
+	conn := f.conn
+	f.conn = nil
+	f.mu.Unlock()
+	if conn != nil {
+		_ = conn.Close()
+	}
+}
+
+func (f *Forwarder) pod() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.Pod
+}
+
 // Close closes the connection and every stream on it.
 func (f *Forwarder) Close() error { f.Reset(); return nil }
 
@@ -232,7 +252,7 @@ func (f *Forwarder) streams(conn httpstream.Connection) (*streamConn, error) {
 	}
 	errStream := e.s
 	_ = errStream.Close() // we never write to it
-	c := &streamConn{conn: conn, data: data, errStream: errStream, local: addr("local"), remote: addr(fmt.Sprintf("%s/%s:%d", f.Namespace, f.Pod, f.Port))}
+	c := &streamConn{conn: conn, data: data, errStream: errStream, local: addr("local"), remote: addr(fmt.Sprintf("%s/%s:%d", f.Namespace, f.pod(), f.Port))}
 	c.start()
 	return c, nil
 }

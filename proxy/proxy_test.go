@@ -161,7 +161,7 @@ func TestSOCKS5(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := &SOCKS5{Dialer: d, Username: tt.user, Password: tt.pass, Logf: t.Logf}
+			s := &SOCKS5{Dialer: d, Username: tt.user, Password: tt.pass, Logf: testLogf(t)}
 			ln := listen(t)
 			serve(t, func() error { return s.Serve(ln) }, s.Close)
 			rep, c := socksConnect(t, ln.Addr().String(), tt.cuser, tt.cpass, tt.host, 80)
@@ -217,7 +217,7 @@ func TestHTTPProxy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := &HTTP{Dialer: d, Username: tt.user, Password: tt.pass, Logf: t.Logf}
+			h := &HTTP{Dialer: d, Username: tt.user, Password: tt.pass, Logf: testLogf(t)}
 			ln := listen(t)
 			serve(t, func() error { return h.Serve(ln) }, h.Close)
 			c, err := net.Dial("tcp", ln.Addr().String())
@@ -318,7 +318,7 @@ func TestDNS(t *testing.T) {
 		t.Fatal(err)
 	}
 	ln := listen(t)
-	d := &DNS{Exchanger: fakeExchanger{}, Logf: t.Logf}
+	d := &DNS{Exchanger: fakeExchanger{}, Logf: testLogf(t)}
 	ctx, cancel := context.WithCancel(context.Background())
 	serve(t, func() error { return d.Serve(ctx, pc, ln) }, func() error { cancel(); return nil })
 	tests := []struct {

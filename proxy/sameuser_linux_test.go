@@ -145,7 +145,7 @@ func TestSOCKS5BehindSameUser(t *testing.T) {
 			d := &fakeDialer{names: map[string]string{"svc.ns:80": echoAddr(t)}}
 			var log testnet.Log
 			l := sameUser(t, uid, &log)
-			s := &SOCKS5{Dialer: d, Logf: t.Logf}
+			s := &SOCKS5{Dialer: d, Logf: testLogf(t)}
 			serve(t, func() error { return s.Serve(l) }, s.Close)
 			if own {
 				if rep, _ := socksConnect(t, l.Addr().String(), "", "", "svc.ns", 80); rep != 0 {

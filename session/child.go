@@ -8,12 +8,16 @@ import (
 	"os/exec"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/kubectl-tp/kubectl-tp/capture"
 
 	"github.com/creack/pty"
 	"golang.org/x/term"
 )
+
+// StopGrace is how long a child asked to stop (Child.Stop) has before it is killed.
+const StopGrace = 10 * time.Second
 
 // ExitCommandNotFound is the exit code when the command cannot be found, as in POSIX shells.
 const ExitCommandNotFound = 127
@@ -28,6 +32,8 @@ type Child struct {
 	// pseudo-terminal in raw mode, and window-size changes are passed on.
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
+	// Stop, when closed, asks the child to end: SIGTERM, then SIGKILL after StopGrace.
+	Stop <-chan struct{}
 	// Capture, when set, runs the child in transparent mode under this supervisor, which Run
 	// closes when the child has exited.
 	Capture *capture.Supervisor
@@ -78,7 +84,7 @@ func (c Child) Run() (int, error) {
 	if err := c.attach(cmd); err != nil {
 		return 1, err
 	}
-	return wait(cmd, sigs)
+	return c.wait(cmd, sigs)
 }
 
 func (c Child) runPTY(cmd *exec.Cmd, tty *os.File, sigs chan os.Signal) (int, error) {
@@ -100,7 +106,7 @@ func (c Child) runPTY(cmd *exec.Cmd, tty *os.File, sigs chan os.Signal) (int, er
 	go func() { _, _ = io.Copy(ptmx, c.Stdin) }()
 	outDone := make(chan struct{})
 	go func() { _, _ = io.Copy(c.Stdout, ptmx); close(outDone) }()
-	code, err := wait(cmd, sigs)
+	code, err := c.wait(cmd, sigs)
 	<-outDone
 	return code, err
 }
@@ -120,11 +126,19 @@ func (c Child) attach(cmd *exec.Cmd) error {
 }
 
 // wait forwards signals until the child exits and converts its status to an exit code.
-func wait(cmd *exec.Cmd, sigs chan os.Signal) (int, error) {
+func (c Child) wait(cmd *exec.Cmd, sigs chan os.Signal) (int, error) {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
+	stop := c.Stop
+	var kill <-chan time.Time
 	for {
 		select {
+		case <-stop:
+			stop = nil
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			kill = time.After(StopGrace)
+		case <-kill:
+			_ = cmd.Process.Kill()
 		case s := <-sigs:
 			_ = cmd.Process.Signal(s)
 		case err := <-done:

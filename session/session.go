@@ -21,8 +21,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
 
@@ -111,6 +113,16 @@ type Session struct {
 	Exposed []PortMap
 	// transparent is set when the child runs in transparent mode.
 	transparent *transparent
+
+	// podTemplate is the proxy pod as first created; replacements are copies of it.
+	podTemplate *corev1.Pod
+	podSeq      int
+	podMu       sync.Mutex   // guards PodName once the session runs
+	healMu      sync.Mutex   // one replacement at a time
+	retargeted  atomic.Int64 // when the tunnel last moved to a replacement pod (UnixNano)
+	lost        chan struct{}
+	lostErr     error
+	endOnce     sync.Once
 }
 
 func (o *Options) defaults() {
@@ -145,7 +157,7 @@ func Run(ctx context.Context, opts Options) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	child := Child{Argv: opts.Command, Stdin: opts.Stdin, Stdout: opts.Stdout, Stderr: opts.Stderr}
+	child := Child{Argv: opts.Command, Stdin: opts.Stdin, Stdout: opts.Stdout, Stderr: opts.Stderr, Stop: s.Lost()}
 	base := envcapture.Merge(os.Environ(), s.Captured)
 	if t := s.transparent; t != nil {
 		child.Env = TransparentEnv(base, s.Endpoints, t.ranges)
@@ -154,6 +166,9 @@ func Run(ctx context.Context, opts Options) (int, error) {
 		child.Env = ChildEnv(base, s.Endpoints)
 	}
 	code, err := child.Run()
+	if lerr := s.LostErr(); lerr != nil && err == nil {
+		return max(code, 1), lerr
+	}
 	return code, err
 }
 
@@ -165,7 +180,7 @@ func Start(ctx context.Context, opts Options) (*Session, error) {
 	defer p.stop()
 
 	id := randomHex(6)
-	s := &Session{opts: opts, ID: id, PodName: "tp-" + id}
+	s := &Session{opts: opts, ID: id, PodName: "tp-" + id, lost: make(chan struct{})}
 	useTransparent, err := s.chooseMode()
 	if err != nil {
 		return nil, err
@@ -211,6 +226,7 @@ func Start(ctx context.Context, opts Options) (*Session, error) {
 		s.Exposed = opts.Expose
 	}
 	exposePorts(pod, s.Exposed)
+	s.podTemplate = pod.DeepCopy()
 	if opts.Swap != nil {
 		if w := hpaWarning(ctx, opts.Client, opts.Namespace, opts.Swap.Name); w != "" {
 			fmt.Fprintf(opts.Stderr, "kubectl-tp: warning: %s\n", w)
@@ -276,8 +292,9 @@ func Start(ctx context.Context, opts Options) (*Session, error) {
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.heartbeat(runCtx)
+	go s.watchPod(runCtx)
 
 	user, pass := randomHex(8), randomHex(16)
 	s.Endpoints = Endpoints{Username: user, Password: pass, Namespace: opts.Namespace, Pod: s.PodName}
@@ -354,25 +371,6 @@ func (s *Session) hello(ctx context.Context) (*tunnel.HelloInfo, error) {
 			}
 			return nil, ctx.Err()
 		case <-time.After(delay):
-		}
-	}
-}
-
-// heartbeat keeps podshim alive and the port-forward connection warm; when the connection breaks it
-// re-dials, so new connections work again within a few seconds.
-func (s *Session) heartbeat(ctx context.Context) {
-	defer s.wg.Done()
-	for ctx.Err() == nil {
-		err := s.client.Heartbeat(ctx, s.opts.Heartbeat)
-		if ctx.Err() != nil {
-			return
-		}
-		fmt.Fprintf(s.opts.Stderr, "kubectl-tp: tunnel interrupted (%v); reconnecting\n", oneLine(fmt.Sprint(err)))
-		s.fwd.Reset()
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
@@ -465,9 +463,10 @@ func (s *Session) Close() error {
 			}
 		}
 		if s.podMade {
-			err = deletePod(s.opts.Client, s.opts.Namespace, s.PodName)
+			name := s.currentPod()
+			err = deletePod(s.opts.Client, s.opts.Namespace, name)
 			if err != nil {
-				err = fmt.Errorf("deleting proxy pod %s/%s: %w (delete it with: kubectl delete pod -n %s %s)", s.opts.Namespace, s.PodName, err, s.opts.Namespace, s.PodName)
+				err = fmt.Errorf("deleting proxy pod %s/%s: %w (delete it with: kubectl delete pod -n %s %s)", s.opts.Namespace, name, err, s.opts.Namespace, name)
 				fmt.Fprintf(s.opts.Stderr, "kubectl-tp: %v\n", err)
 			}
 		}

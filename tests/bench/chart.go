@@ -78,8 +78,14 @@ func writeChart(path string, secs []section) error {
 			if r.absGoal {
 				t, _, _ := stats(r.tp)
 				label += fmt.Sprintf("  (%.0f %s, goal %s)", t, r.unit, r.goal)
+			} else if a, ok := r.addedText(); ok {
+				label += "  (adds " + strings.Replace(a, "µs", "us", 1) + ")"
 			}
-			text(xOf(q)+4, y+12, color.Black, label)
+			if q > maxR { // the bar fills the width: the label goes inside its end
+				text(x1-4-7*len(ascii.Replace(label)), y+12, color.White, label)
+			} else {
+				text(xOf(q)+4, y+12, color.Black, label)
+			}
 			y += rowH
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -27,7 +28,8 @@ import (
 // child modes, chosen with -child:
 //
 //	agent       run as a kubectl-tp session's command: read one JSON op per stdin line, run it through
-//	            the session's proxies (ALL_PROXY, HTTP_PROXY) and answer one JSON result line
+//	            the session's proxies (ALL_PROXY, HTTP_PROXY) or, without Via, straight (in a
+//	            transparent session the kernel's connect is trapped) and answer one JSON result line
 //	serve ADDR  serve /bytes?mb=N and /color on ADDR until stdin closes (the local server for --expose)
 //	sink ADDR   serve POST /sink (discards the body) and GET /bytes on ADDR (in the cluster client pod)
 //	fetch URL   GET URL, discard the body and print {"seconds":…,"bytes":…} (kubectl exec'd in the pod)
@@ -35,15 +37,16 @@ import (
 
 // op is one measurement the agent (or the parent, for the baseline) runs.
 type op struct {
-	// Op is bulk, latency, connrate or hold.
+	// Op is bulk, latency, connrate, hold, connect or exec.
 	Op string `json:"op"`
-	// URL is the target (host:port for connrate).
+	// URL is the target (host:port for connrate; IP:port for connect, "" for a loopback listener
+	// of the process that runs the op).
 	URL string `json:"url"`
 	// Via is "socks" (ALL_PROXY), "http" (HTTP_PROXY) or "" (direct).
 	Via string `json:"via,omitempty"`
 	// Streams is the number of parallel curls (bulk) or connections (hold).
 	Streams int `json:"streams,omitempty"`
-	// N is the request count for latency.
+	// N is the request count for latency, the connect count for connect and the run count for exec.
 	N int `json:"n,omitempty"`
 	// Max bounds latency and connrate runs; for hold, how long the connections stay open.
 	Max time.Duration `json:"max,omitempty"`
@@ -51,13 +54,19 @@ type op struct {
 	KeepAlive bool `json:"keepalive,omitempty"`
 	// Workers is the number of concurrent dialers for connrate.
 	Workers int `json:"workers,omitempty"`
+	// Nonblock makes connect use non-blocking sockets (connect(2) returns EINPROGRESS).
+	Nonblock bool `json:"nonblock,omitempty"`
+	// Carried makes connect fail unless transparent mode carried the connections.
+	Carried bool `json:"carried,omitempty"`
+	// Args is the command exec runs N times, one after the other.
+	Args []string `json:"args,omitempty"`
 }
 
 // result is what an op measured.
 type result struct {
-	// Value is MB/s (bulk) or connections/s (connrate).
+	// Value is MB/s (bulk), connections/s (connrate) or seconds for all runs (exec).
 	Value float64 `json:"value,omitempty"`
-	// P50 and P99 are request latencies in milliseconds.
+	// P50 and P99 are request latencies in milliseconds (connect: connect(2) times in µs).
 	P50 float64 `json:"p50,omitempty"`
 	P99 float64 `json:"p99,omitempty"`
 	// Count is how many requests or connections completed; Errors how many failed.
@@ -129,8 +138,13 @@ func agent(in io.Reader, out io.Writer) error {
 	return sc.Err()
 }
 
-// mib is the filler /bytes writes.
-var mib = bytes.Repeat([]byte("kubectl-tp bench "), (1<<20)/17+1)[:1<<20]
+// mib is what /bytes writes (once per MiB) and upload sends: random bytes from a fixed seed, so no
+// layer on the path could compress them (a window under 1 MiB sees no repeat either).
+var mib = func() []byte {
+	b := make([]byte, 1<<20)
+	_, _ = rand.NewChaCha8([32]byte{'t', 'p'}).Read(b)
+	return b
+}()
 
 // serve runs the local server (serve) or the in-cluster sink (sink) on addr.
 func serve(mode, addr string) error {
@@ -215,6 +229,16 @@ func doErr(o op) (result, error) {
 		return connRate(pu, o.URL, o.Max, max(o.Workers, 1))
 	case "hold":
 		return hold(pu, o.URL, o.Streams, o.Max)
+	case "connect":
+		if pu != nil {
+			return result{}, errors.New("connect goes straight (no Via)")
+		}
+		return connectRun(o.URL, o.N, o.Nonblock, o.Carried)
+	case "exec":
+		if pu != nil {
+			return result{}, errors.New("exec takes no Via")
+		}
+		return execRun(o.Args, o.N)
 	}
 	return result{}, fmt.Errorf("unknown op %q", o.Op)
 }

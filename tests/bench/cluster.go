@@ -21,7 +21,8 @@ import (
 )
 
 // setup creates the namespace, the bulk server (test app, pod and Service) and the in-cluster
-// client (the test app image running the static bench copy from a hostPath volume as a sink).
+// client (the test app image running the static bench copy from a hostPath volume as a sink, which
+// also serves the bench's random /bytes).
 func setup(e *env) error {
 	// A namespace left by an interrupted run is deleted first, so the run starts clean.
 	if out, err := kubectl(e.ctx, e.kcfg, "delete", "namespace", *ns, "--ignore-not-found", "--wait=true", "--timeout=100s"); err != nil {
@@ -72,6 +73,12 @@ spec:
 		return fmt.Errorf("bulk pod IP: %v %s", err, ip)
 	}
 	e.bulkIP = ip
+	if e.bulkSvc, err = kubectl(e.ctx, e.kcfg, "get", "service", "-n", *ns, "bulk", "-o", "jsonpath={.spec.clusterIP}"); err != nil || e.bulkSvc == "" {
+		return fmt.Errorf("bulk Service IP: %v %s", err, e.bulkSvc)
+	}
+	if e.sinkIP, err = kubectl(e.ctx, e.kcfg, "get", "pod", "-n", *ns, "bclient", "-o", "jsonpath={.status.podIP}"); err != nil || e.sinkIP == "" {
+		return fmt.Errorf("bclient pod IP: %v %s", err, e.sinkIP)
+	}
 	return nil
 }
 

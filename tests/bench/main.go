@@ -6,8 +6,12 @@
 // the same client straight to a port-forward; the reverse path of --expose (in-cluster client →
 // local server) against the same bytes pushed local → pod through a port-forward; and memory
 // (podshim's container cgroup idle and at 100 connections, the client's peak RSS against
-// kubectl port-forward's). Round-trip time is added with tests/latency, a delaying TCP proxy in
-// front of the API server.
+// kubectl port-forward's). Those sessions run with --transparent=false (proxy variables). Transparent
+// mode has its own rows, in one --transparent=true session: connect(2) latency outside any session
+// vs trapped and let through vs diverted to the cluster, one-stream download vs SOCKS5 and
+// port-forward, and a python3 run with no network work inside and outside a session (see
+// measureTransparent). Round-trip time is added with tests/latency, a delaying TCP proxy in front
+// of the API server.
 //
 // It prints one Markdown table and writes it to -out (docs/benchmarks.md) with the machine,
 // versions and which goals were met, and draws the ratios to -png (docs/benchmarks.png).
@@ -20,7 +24,7 @@
 //
 // It leaves out CPU usage, HTTPS/CONNECT tunnelling, UDP/DNS timings and multi-node clusters.
 //
-//	go run ./tests/bench -kubeconfig $E2E_KUBECONFIG -plugin bin/kubectl-tp [-runs 3] [-rtt 0,20ms,80ms] [-mb 128]
+//	go run ./tests/bench -kubeconfig $E2E_KUBECONFIG -plugin bin/kubectl-tp [-runs 3] [-rtt 0,20ms,80ms] [-mb 128] [-only 'connect\(|python|transparent']
 package main
 
 import (
@@ -55,6 +59,9 @@ var (
 	latMax      = flag.Duration("lat-max", 4*time.Second, "time cap per latency run (at high RTT fewer than -lat-n requests fit)")
 	connDur     = flag.Duration("conn-dur", 3*time.Second, "duration of a connections-per-second run")
 	connWorkers = flag.Int("conn-workers", 32, "concurrent dialers in a connections-per-second run (enough that the row measures capacity, not round trips)")
+	connectN    = flag.Int("connect-n", 2000, "connect(2) calls per connect() run")
+	python      = flag.String("python", "python3", "Python interpreter of the no-network row (resolved to sys.executable, so a pyenv shim is skipped)")
+	pythonN     = flag.Int("python-n", 20, "interpreter runs per no-network run")
 	rtts        = flag.String("rtt", "0", "comma-separated added round-trip times, e.g. 0,20ms,80ms")
 	rttWindow   = flag.Int("rtt-window", tcpRmemMax(), "with -rtt: bytes in flight per direction through the delaying proxy, a TCP window (default: this kernel's tcp_rmem maximum; 0: unlimited)")
 	apiserver   = flag.String("apiserver", "127.0.0.1:6443", "API server address the delaying proxy forwards to")
@@ -91,6 +98,8 @@ type env struct {
 	self    string // static copy of this program
 	plugin  string // copy of the plugin
 	bulkIP  string // pod IP of the bulk server
+	bulkSvc string // ClusterIP of the bulk server's Service
+	sinkIP  string // pod IP of the in-cluster client, which also serves random /bytes on :9090
 	rtt     time.Duration
 	began   time.Time // start of this RTT's measurements
 	cleanup []func()

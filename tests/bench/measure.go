@@ -28,6 +28,8 @@ type row struct {
 	met  func(tp, ratio float64) bool
 	// absGoal marks a goal on kubectl-tp's own value rather than on the ratio.
 	absGoal bool
+	// added shows kubectl-tp's median minus the baseline's (in the row's unit) beside the goal.
+	added bool
 }
 
 // session is a running `kubectl tp run -- bench -child agent|serve`.
@@ -114,6 +116,17 @@ func pair(i int, a, b func() error) error {
 	return b()
 }
 
+// rotate runs fs in turn starting with fs[i mod len(fs)], so that over runs each goes first, in
+// the middle and last alike.
+func rotate(i int, fs ...func() error) error {
+	for k := range fs {
+		if err := fs[(i+k)%len(fs)](); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func le(limit float64) func(float64, float64) bool {
 	return func(_, r float64) bool { return r <= limit }
 }
@@ -124,6 +137,11 @@ func absolute(f func(float64) bool) func(float64, float64) bool {
 	return func(tp, _ float64) bool { return f(tp) }
 }
 
+// addsAtMost holds when kubectl-tp's median exceeds the baseline's by at most limit (row unit).
+func addsAtMost(limit float64) func(float64, float64) bool {
+	return func(tp, r float64) bool { return r > 0 && tp-tp/r <= limit }
+}
+
 // wanted reports whether -only selects the row with this short name.
 func wanted(short string) bool {
 	return *only == "" || regexp.MustCompile(*only).MatchString(short)
@@ -132,7 +150,7 @@ func wanted(short string) bool {
 // measure runs every row (that -only selects) at one RTT.
 func measure(e *env) ([]row, error) {
 	var rows []row
-	start := row{name: "start-up: `kubectl tp run -- true` vs `kubectl run --rm -i --restart=Never` (same image)", short: "start-up", unit: "s", goal: "≤ 1.0×", met: le(1.0)}
+	start := row{name: "start-up: `kubectl tp run --transparent=false -- true` vs `kubectl run --rm -i --restart=Never` (same image)", short: "start-up", unit: "s", goal: "≤ 1.0×", met: le(1.0)}
 	if wanted(start.short) {
 		if err := measureStartup(e, &start); err != nil {
 			return nil, err
@@ -144,6 +162,11 @@ func measure(e *env) ([]row, error) {
 		return nil, err
 	}
 	rows = append(rows, fwd...)
+	tr, err := measureTransparent(e)
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows, tr...)
 	if wanted("reverse (--expose)") {
 		rev, err := measureReverse(e)
 		if err != nil {
@@ -159,7 +182,7 @@ func measureStartup(e *env, start *row) error {
 	for i := range *runs {
 		err := pair(i, func() error {
 			t0 := time.Now()
-			cmd := background(e.ctx, e.plugin, "--kubeconfig", e.kcfg, "run", "-n", *ns, "--quiet", "--image", *podImage, "--", "true")
+			cmd := background(e.ctx, e.plugin, "--kubeconfig", e.kcfg, "run", "-n", *ns, "--quiet", "--image", *podImage, "--transparent=false", "--", "true")
 			if out, err := cmd.CombinedOutput(); err != nil {
 				return fmt.Errorf("kubectl tp run: %v: %s", err, out)
 			}
@@ -182,15 +205,38 @@ func measureStartup(e *env, start *row) error {
 	return nil
 }
 
-// measureForward runs the download, latency, connection-rate and memory rows in one session
-// (kubectl tp run -- bench -child agent) beside one kubectl port-forward to the same pod.
+// measureForward runs the download, latency, connection-rate and memory rows in one session in
+// proxy-variable mode (kubectl tp run --transparent=false -- bench -child agent) beside one kubectl
+// port-forward to the same pod. It starts nothing when -only selects none of its rows.
 func measureForward(e *env) ([]row, error) {
+	dl := func(mb int) string { return "/bytes?mb=" + strconv.Itoa(mb) }
+	tput := ge(0.95)
+	socks1 := row{name: fmt.Sprintf("bulk download, 1 stream, %d MiB: SOCKS5 vs `kubectl port-forward`", *mb), short: "1 stream SOCKS5", unit: "MB/s", higherBetter: true, goal: "≥ 0.95×", met: tput}
+	http1 := row{name: fmt.Sprintf("bulk download, 1 stream, %d MiB: HTTP proxy vs `kubectl port-forward`", *mb), short: "1 stream HTTP proxy", unit: "MB/s", higherBetter: true, goal: "≥ 0.95×", met: tput}
+	par8 := row{name: fmt.Sprintf("bulk download, 8 parallel streams × %d MiB, aggregate: SOCKS5 (one session) vs one `kubectl port-forward`", *parMB), short: "8 streams SOCKS5", unit: "MB/s", higherBetter: true, goal: "≥ 0.95×", met: tput}
+	kaP50 := row{name: "HTTP latency p50, keep-alive (one connection): SOCKS5 vs port-forward", short: "p50 keep-alive", unit: "ms", goal: "≤ 1.1×", met: le(1.1)}
+	kaP99 := row{name: "HTTP latency p99, keep-alive (one connection): SOCKS5 vs port-forward", short: "p99 keep-alive", unit: "ms"}
+	ncP50 := row{name: "HTTP latency p50, new connection per request: SOCKS5 vs port-forward", short: "p50 new conn", unit: "ms", goal: "≤ 1.1×", met: le(1.1)}
+	ncP99 := row{name: "HTTP latency p99, new connection per request: SOCKS5 vs port-forward", short: "p99 new conn", unit: "ms"}
+	conns := row{name: fmt.Sprintf("new TCP connections/s (%d dialers, one GET each): SOCKS5 vs port-forward", *connWorkers), short: "connections/s", unit: "conn/s", higherBetter: true, goal: "≥ 500/s", absGoal: true, met: absolute(func(v float64) bool { return v >= 500 })}
+	memIdle := row{name: "podshim memory, idle (container cgroup memory.usage_in_bytes)", short: "podshim idle", unit: "MiB", baseNote: "—", goal: "≤ 15 MiB", absGoal: true, met: absolute(func(v float64) bool { return v <= 15 })}
+	mem100 := row{name: "podshim memory, 100 concurrent connections × 1 MiB (cgroup memory.max_usage_in_bytes)", short: "podshim 100 conns", unit: "MiB", baseNote: "—", goal: "≤ 40 MiB", absGoal: true, met: absolute(func(v float64) bool { return v <= 40 })}
+	shimRSS := row{name: "podshim peak RSS over all the above (VmHWM of the podshim process, found through the container cgroup)", short: "podshim peak RSS", unit: "MiB", baseNote: "—"}
+	cpuTP := row{name: fmt.Sprintf("laptop CPU per GB downloaded (1 stream, %d MiB, SOCKS5; user+system time of the process): kubectl-tp vs `kubectl port-forward`", *mb), short: "laptop CPU/GB", unit: "s/GB"}
+	cpuShim := row{name: "podshim CPU per GB downloaded (same downloads; the extra hop in the pod that port-forward does not have)", short: "podshim CPU/GB", unit: "s/GB", baseNote: "—"}
+	anon := row{name: "client peak anonymous memory over all the above (RssAnon sampled every 100 ms; peak RSS also counts the pages of the executable itself, which a kernel with large page-cache folios maps almost whole: ~30 MiB for kubectl-tp, ~42 MiB for kubectl here)", short: "client peak anon", unit: "MiB"}
+	client := row{name: "client peak RSS over all the above (VmHWM): kubectl-tp vs kubectl port-forward", short: "client peak RSS", unit: "MiB", goal: "≤ 60 MiB", absGoal: true, met: absolute(func(v float64) bool { return v <= 60 })}
+	if !slices.ContainsFunc([]*row{&socks1, &http1, &par8, &kaP50, &kaP99, &ncP50, &ncP99, &conns, &memIdle, &mem100, &shimRSS, &client, &cpuTP, &cpuShim, &anon},
+		func(r *row) bool { return wanted(r.short) }) {
+		return nil, nil
+	}
+
 	pf, pfCmd, err := portForward(e, "pod/bulk", 8080)
 	if err != nil {
 		return nil, err
 	}
 	defer stopProcess(pfCmd)
-	s, err := startSession(e, nil, "agent")
+	s, err := startSession(e, []string{"--transparent=false"}, "agent")
 	if err != nil {
 		return nil, err
 	}
@@ -204,28 +250,11 @@ func measureForward(e *env) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-
+	memIdle.tp = []float64{idle}
 	local := fmt.Sprintf("http://127.0.0.1:%d", pf)
 	remote := fmt.Sprintf("http://%s:8080", e.bulkIP)
-	dl := func(mb int) string { return "/bytes?mb=" + strconv.Itoa(mb) }
-	tput := ge(0.95)
-	socks1 := row{name: fmt.Sprintf("bulk download, 1 stream, %d MiB: SOCKS5 vs `kubectl port-forward`", *mb), short: "1 stream SOCKS5", unit: "MB/s", higherBetter: true, goal: "≥ 0.95×", met: tput}
-	http1 := row{name: fmt.Sprintf("bulk download, 1 stream, %d MiB: HTTP proxy vs `kubectl port-forward`", *mb), short: "1 stream HTTP proxy", unit: "MB/s", higherBetter: true, goal: "≥ 0.95×", met: tput}
-	par8 := row{name: fmt.Sprintf("bulk download, 8 parallel streams × %d MiB, aggregate: SOCKS5 (one session) vs one `kubectl port-forward`", *parMB), short: "8 streams SOCKS5", unit: "MB/s", higherBetter: true, goal: "≥ 0.95×", met: tput}
-	kaP50 := row{name: "HTTP latency p50, keep-alive (one connection): SOCKS5 vs port-forward", short: "p50 keep-alive", unit: "ms", goal: "≤ 1.1×", met: le(1.1)}
-	kaP99 := row{name: "HTTP latency p99, keep-alive (one connection): SOCKS5 vs port-forward", short: "p99 keep-alive", unit: "ms"}
-	ncP50 := row{name: "HTTP latency p50, new connection per request: SOCKS5 vs port-forward", short: "p50 new conn", unit: "ms", goal: "≤ 1.1×", met: le(1.1)}
-	ncP99 := row{name: "HTTP latency p99, new connection per request: SOCKS5 vs port-forward", short: "p99 new conn", unit: "ms"}
-	conns := row{name: fmt.Sprintf("new TCP connections/s (%d dialers, one GET each): SOCKS5 vs port-forward", *connWorkers), short: "connections/s", unit: "conn/s", higherBetter: true, goal: "≥ 500/s", absGoal: true, met: absolute(func(v float64) bool { return v >= 500 })}
-	memIdle := row{name: "podshim memory, idle (container cgroup memory.usage_in_bytes)", short: "podshim idle", unit: "MiB", baseNote: "—", tp: []float64{idle}, goal: "≤ 15 MiB", absGoal: true, met: absolute(func(v float64) bool { return v <= 15 })}
-	mem100 := row{name: "podshim memory, 100 concurrent connections × 1 MiB (cgroup memory.max_usage_in_bytes)", short: "podshim 100 conns", unit: "MiB", baseNote: "—", goal: "≤ 40 MiB", absGoal: true, met: absolute(func(v float64) bool { return v <= 40 })}
-	shimRSS := row{name: "podshim peak RSS over all the above (VmHWM of the podshim process, found through the container cgroup)", short: "podshim peak RSS", unit: "MiB", baseNote: "—"}
-	cpuTP := row{name: fmt.Sprintf("laptop CPU per GB downloaded (1 stream, %d MiB, SOCKS5; user+system time of the process): kubectl-tp vs `kubectl port-forward`", *mb), short: "laptop CPU/GB", unit: "s/GB"}
-	cpuShim := row{name: "podshim CPU per GB downloaded (same downloads; the extra hop in the pod that port-forward does not have)", short: "podshim CPU/GB", unit: "s/GB", baseNote: "—"}
 	shimPID := cgroupPID(cg)
-	anon := row{name: "client peak anonymous memory over all the above (RssAnon sampled every 100 ms; peak RSS also counts the pages of the executable itself, which a kernel with large page-cache folios maps almost whole: ~30 MiB for kubectl-tp, ~42 MiB for kubectl here)", short: "client peak anon", unit: "MiB"}
 	stopSampling := sampleAnon(s.cmd.Process.Pid, pfCmd.Process.Pid)
-	client := row{name: "client peak RSS over all the above (VmHWM): kubectl-tp vs kubectl port-forward", short: "client peak RSS", unit: "MiB", goal: "≤ 60 MiB", absGoal: true, met: absolute(func(v float64) bool { return v <= 60 })}
 
 	var kaCounts, ncCounts, connErrs []string
 	for i := range *runs {
@@ -359,7 +388,7 @@ func measureReverse(e *env) (row, error) {
 		return r, err
 	}
 	defer stopProcess(pfCmd)
-	s, err := startSession(e, []string{"--expose", fmt.Sprintf("%d:8080", port)}, "serve", fmt.Sprintf("127.0.0.1:%d", port))
+	s, err := startSession(e, []string{"--transparent=false", "--expose", fmt.Sprintf("%d:8080", port)}, "serve", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		return r, err
 	}

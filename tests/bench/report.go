@@ -52,6 +52,21 @@ func (r row) ratio() (float64, bool) {
 	return t / b, true
 }
 
+// addedText is the difference of the medians, kubectl-tp − baseline, such as "12 µs" (ok false
+// unless the row asks for it and has both).
+func (r row) addedText() (string, bool) {
+	if !r.added || len(r.base) == 0 || len(r.tp) == 0 {
+		return "", false
+	}
+	b, _, _ := stats(r.base)
+	t, _, _ := stats(r.tp)
+	f := "%.0f %s"
+	if d := t - b; d > -10 && d < 10 {
+		f = "%.1f %s"
+	}
+	return fmt.Sprintf(f, t-b, r.unit), true
+}
+
 // verdict is "met", "not met" or "" (no goal).
 func (r row) verdict() string {
 	if r.met == nil || len(r.tp) == 0 {
@@ -94,6 +109,13 @@ func tableMarkdown(secs []section) string {
 			if r.goal != "" {
 				goal = r.goal + ": " + r.verdict()
 			}
+			if a, ok := r.addedText(); ok {
+				if r.goal == "" {
+					goal = "adds " + a
+				} else {
+					goal += " (adds " + a + ")"
+				}
+			}
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", rttName(s.rtt), r.name, cell(r.tp, r.unit), base, ratio, goal)
 		}
 	}
@@ -119,7 +141,9 @@ func goalSummary(secs []section) string {
 				order = append(order, key)
 			}
 			at := rttName(s.rtt)
-			if q, ok := r.ratio(); ok && !r.absGoal {
+			if a, ok := r.addedText(); ok {
+				at += " (adds " + a + ")"
+			} else if q, ok := r.ratio(); ok && !r.absGoal {
 				at += fmt.Sprintf(" (%.2f×)", q)
 			} else {
 				t, _, _ := stats(r.tp)
@@ -167,9 +191,10 @@ func report(in info, secs []section) string {
 	fmt.Fprintf(&b, "- Machine: %d CPUs (%s), %s memory, Linux %s; a single-node local cluster (tests/cluster) on the same machine, shared with other work while measuring.\n", in.cpus, in.cpuModel, in.memory, in.kernel)
 	fmt.Fprintf(&b, "- Versions: %s (image `%s`), Kubernetes server %s, kubectl %s, %s.\n", in.plugin, *podImage, in.server, in.kubectl, in.goVersion)
 	fmt.Fprintf(&b, "- Method: %d runs per measurement, kubectl-tp and the baseline alternating (the order flips each run); each cell is the median with min–max. Ratio = kubectl-tp median ÷ baseline median. Added RTT: %s, by a delaying TCP proxy in front of the API server (tests/latency), so it applies to every API-server hop of both kubectl-tp and kubectl; %s.\n", *runs, strings.Join(rs, ", "), windowNote())
-	fmt.Fprintf(&b, "- Targets: the test app pod `bulk`, by pod IP through kubectl-tp and by `kubectl port-forward pod/bulk` for the baseline. Latency rows: GET /color, up to %d requests or %s per run (the request counts are in the row). Connections/s: %s per run.\n", *latN, *latMax, *connDur)
+	fmt.Fprintf(&b, "- Targets: the test app pod `bulk`, by pod IP through kubectl-tp and by `kubectl port-forward pod/bulk` for the baseline (its /bytes repeats the alphabet, so it is compressible; curl asks for no content encoding). Latency rows: GET /color, up to %d requests or %s per run (the request counts are in the row). Connections/s: %s per run.\n", *latN, *latMax, *connDur)
 	b.WriteString("- Memory: podshim from its container's memory cgroup (v1; includes page cache), idle 2 s after start and the peak while 100 connections each download 1 MiB at once and stay open 1 s; client = peak RSS (VmHWM) of the kubectl-tp process and of the baseline `kubectl port-forward` after the same workload.\n")
 	fmt.Fprintf(&b, "- Data path: kubectl-tp multiplexes every connection (yamux) on four port-forward streams to podshim (each connection on the least busy), which dials the destination; `kubectl port-forward` opens a port-forward stream pair per connection straight to the pod's port. Connections/s: %d concurrent dialers on both sides, so the row measures capacity rather than round trips. CPU rows: user+system time of the laptop process (and of podshim) over the 1-stream SOCKS5 downloads.\n", *connWorkers)
+	fmt.Fprintf(&b, "- Transparent mode (the `connect()`, `transparent` and `python` rows): the sessions of every other row run with `--transparent=false` (proxy variables); these rows use one `--transparent=true` session whose agent makes plain connections, which the seccomp filter traps. connect(): %d raw IPv4 sockets per run, only the connect(2) call timed (each connection then sends a GET and reads to the end, untimed, so no earlier one is still being carried while the next is timed); trapped = to a loopback listener in the agent (let through), diverted = to the bulk Service's ClusterIP (blocking: returns after the dial through the tunnel; non-blocking: returns once connected to kubectl-tp's loopback redirector); the baseline is the same loop in the bench process outside any session, against its own loopback listener, and the goal column shows the difference of the medians. Bulk: curl without proxy in the transparent session, curl through SOCKS5 in a `--transparent=false` session and curl to `kubectl port-forward pod/bclient`, in rotating order, downloading random bytes from the bench's sink in the `bclient` pod. No network work: %d runs of `python3 -c '%s'` (the interpreter resolved once, past any pyenv shim) timed by the agent in the transparent session and by the bench outside any session.\n", *connectN, *pythonN, pythonImports)
 	b.WriteString("- Caveats: the proxy models delay and a TCP window, not congestion control or loss; the 2 CPUs also run the cluster, curl and the bench, so throughput rows vary by tens of percent between runs.\n")
 	b.WriteString(tableMarkdown(secs))
 	b.WriteString(goalSummary(secs))

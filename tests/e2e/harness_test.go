@@ -45,13 +45,14 @@ var (
 	// (KUBECTL_TP_RESOLV_CONF), which names it, so no test query leaves the machine.
 	fakeDNS    *fakeNameserver
 	resolvConf string
+	// fakeNameserverIP is where fakeDNS listens (port 53, UDP and TCP): the first free address
+	// from 127.53.0.1, as another e2e run on the machine may hold one.
+	fakeNameserverIP string
 	// fakeDNSErr says why fakeDNS could not start (port 53 needs root); tests that need it fail.
 	fakeDNSErr error
 )
 
 const (
-	// fakeNameserverIP is where fakeDNS listens (port 53, UDP and TCP).
-	fakeNameserverIP = "127.53.0.1"
 	// laptopOnlyName is the one name fakeDNS knows, with the address laptopOnlyAddr.
 	laptopOnlyName = "laptop-only.test."
 	laptopOnlyAddr = "127.0.0.77"
@@ -116,7 +117,7 @@ func setup() error {
 			}
 		}
 	}
-	fakeDNS, fakeDNSErr = startFakeNameserver(net.JoinHostPort(fakeNameserverIP, "53"))
+	fakeDNS, fakeNameserverIP, fakeDNSErr = startFakeNameserver()
 	if fakeDNSErr == nil {
 		resolvConf = filepath.Join(workDir, "resolv.conf")
 		if err := os.WriteFile(resolvConf, []byte("nameserver "+fakeNameserverIP+"\nsearch "+laptopSearch+"\n"), 0o644); err != nil {
@@ -134,22 +135,30 @@ type fakeNameserver struct {
 	asked map[string]int // lower-case fully qualified name → queries
 }
 
-// startFakeNameserver serves on addr, UDP and TCP, until the test binary exits.
-func startFakeNameserver(addr string) (*fakeNameserver, error) {
+// startFakeNameserver serves on port 53 of the first free address from 127.53.0.1, UDP and TCP,
+// until the test binary exits, and returns that address.
+func startFakeNameserver() (*fakeNameserver, string, error) {
 	f := &fakeNameserver{asked: map[string]int{}}
-	pc, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("the fake laptop nameserver (run the e2e tests as root): %w", err)
+	var last error
+	for i := 1; i <= 32; i++ {
+		ip := fmt.Sprintf("127.53.0.%d", i)
+		pc, err := net.ListenPacket("udp", net.JoinHostPort(ip, "53"))
+		if err != nil {
+			last = err
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, "53"))
+		if err != nil {
+			pc.Close()
+			last = err
+			continue
+		}
+		h := dns.HandlerFunc(f.serve)
+		go func() { _ = (&dns.Server{PacketConn: pc, Handler: h}).ActivateAndServe() }()
+		go func() { _ = (&dns.Server{Listener: l, Handler: h}).ActivateAndServe() }()
+		return f, ip, nil
 	}
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		pc.Close()
-		return nil, fmt.Errorf("the fake laptop nameserver (run the e2e tests as root): %w", err)
-	}
-	h := dns.HandlerFunc(f.serve)
-	go func() { _ = (&dns.Server{PacketConn: pc, Handler: h}).ActivateAndServe() }()
-	go func() { _ = (&dns.Server{Listener: l, Handler: h}).ActivateAndServe() }()
-	return f, nil
+	return nil, "", fmt.Errorf("the fake laptop nameserver (port 53 needs root): %w", last)
 }
 
 func (f *fakeNameserver) serve(w dns.ResponseWriter, req *dns.Msg) {
@@ -190,7 +199,7 @@ func (f *fakeNameserver) queries(name string) int {
 func needFakeNameserver(t *testing.T) {
 	t.Helper()
 	if fakeDNSErr != nil {
-		t.Fatalf("this test needs the fake laptop nameserver on %s:53: %v", fakeNameserverIP, fakeDNSErr)
+		t.Fatalf("this test needs the fake laptop nameserver on port 53 of 127.53.0.x: %v", fakeDNSErr)
 	}
 }
 

@@ -70,7 +70,7 @@ func TestRunJVMEnvMode(t *testing.T) {
 
 	t.Run("HttpURLConnection and Socket", func(t *testing.T) {
 		src := userFile(t, "JvmClient-"+randomSuffix()+".java", jvmClient)
-		r := tp(t, "run", "-n", ns, "--quiet", "--transparent=false", "--", "java", src, host, "8080")
+		r := tp(t, "run", "-n", ns, "--quiet", "--transparent=false", "--", "java", "-XX:-UsePerfData", src, host, "8080")
 		if r.Code != 0 {
 			t.Fatalf("the JVM did not reach the cluster: %s", r)
 		}

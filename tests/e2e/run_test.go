@@ -28,7 +28,9 @@ func TestRunReachesCluster(t *testing.T) {
 	ns := namespace(t)
 	webApp(t, ns, "web", "green")
 	fqdn := "web." + ns + ".svc.cluster.local"
-	script := func(s string) []string { return []string{"-n", ns, "--quiet", "--transparent=false", "--", "sh", "-ec", s} }
+	script := func(s string) []string {
+		return []string{"-n", ns, "--quiet", "--transparent=false", "--", "sh", "-ec", s}
+	}
 	cases := []struct {
 		name string
 		args []string
@@ -155,7 +157,7 @@ func TestRunKilledClientPodStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 60*time.Second, "session to start", func() error {
-		if !strings.Contains(stderr.String(), "SOCKS5 127.0.0.1:") {
+		if !strings.Contains(stderr.String(), "kubectl-tp: session ") {
 			return fmt.Errorf("stderr so far: %q", stderr.String())
 		}
 		return nil

@@ -198,7 +198,7 @@ func TestSwapCrashThenCleanup(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 60*time.Second, "the swap session to start", func() error {
-		if !strings.Contains(stderr.String(), "SOCKS5 127.0.0.1:") {
+		if !strings.Contains(stderr.String(), "kubectl-tp: session ") {
 			return fmt.Errorf("stderr: %q", stderr.String())
 		}
 		return nil

@@ -36,6 +36,7 @@ var trStartupRe = regexp.MustCompile(`kubectl-tp: session (\S+): pod ([^/\s]+)/(
 // "RESULT MODE TARGET VALUE", VALUE starting with ERR on failure.
 //
 //	peer4 HOST...        socket.create_connection((HOST, 8080)), blocking; GET /peer by hand
+//	thread4 HOST...      peer4 from a second thread (not the thread group's leader)
 //	peer6 ADDR...        an AF_INET6 socket connected to (ADDR, 8080); GET /peer by hand
 //	blocking HOST PORT   blocking connect: "connected" or the errno's name
 //	nonblocking HOST PORT  non-blocking connect, select, SO_ERROR, then a read: errno's name
@@ -65,15 +66,22 @@ def report(mode, target, value):
 def errname(e):
     return errno.errorcode.get(e.errno, repr(e)) if isinstance(e, OSError) and e.errno else repr(e)
 
-mode, args = sys.argv[1], sys.argv[2:]
-if mode == "peer4":
-    for h in args:
+def peer4(mode, hosts):
+    for h in hosts:
         try:
             with socket.create_connection((h, 8080)) as s:
                 v = get_peer(s, h)
         except Exception as e:
             v = "ERR " + repr(e)
         report(mode, h, v)
+
+mode, args = sys.argv[1], sys.argv[2:]
+if mode == "peer4":
+    peer4(mode, args)
+elif mode == "thread4":
+    th = threading.Thread(target=peer4, args=(mode, args))
+    th.start()
+    th.join()
 elif mode == "peer6":
     for a in args:
         try:
@@ -357,7 +365,8 @@ func checkResults(t *testing.T, r result, checks []trCheck) {
 	}
 }
 
-// userScript writes an executable-by-reading file for the unprivileged user and returns its path.
+// userScript writes a client's source file (private to the unprivileged user, which runs it
+// with an interpreter) under a unique name and returns its path.
 func userScript(t *testing.T, name, content string) string {
 	t.Helper()
 	return userFile(t, randomSuffix()+"-"+name, content)
@@ -429,9 +438,10 @@ func buildNetprobe(t *testing.T) string {
 }
 
 // TestTransparentClients runs, in one transparent session, clients that know nothing of proxies
-// (Node's fetch, Java's HttpClient, Python sockets over IPv4 and IPv6, a static Go binary, curl
-// as a grandchild, getent, dig) against a Service by every form of its name and by its ClusterIP:
-// each request must come from the proxy pod.
+// (Node's fetch, Java's HttpClient, Python sockets over IPv4 and IPv6 and from a second thread, a
+// static Go binary, curl as a grandchild, getent, dig) against a Service by every form of its
+// name and by its ClusterIP: each request must come from the proxy pod. Node's resolver, curl's,
+// Java and Go connect from threads other than the process's first one, as the Python thread does.
 func TestTransparentClients(t *testing.T) {
 	needFakeNameserver(t)
 	for _, tool := range []string{"node", "java", "python3", "curl", "getent", "dig"} {
@@ -460,6 +470,7 @@ func TestTransparentClients(t *testing.T) {
 		"node " + js + " " + strings.Join(urls, " "),
 		"java " + java + " " + strings.Join(urls, " "),
 		"python3 " + py + " peer4 " + strings.Join(targets, " "),
+		"python3 " + py + " thread4 " + strings.Join(targets, " "),
 		"python3 " + py + " peer6 ::ffff:" + ip,
 		netprobe + " peer " + strings.Join(hostPorts, " "),
 		netprobe + " many 500 web:8080",
@@ -488,7 +499,7 @@ func TestTransparentClients(t *testing.T) {
 	podWhat := "the proxy pod's IP " + s.PodIP
 	synthetic := func(v string) bool { return strings.HasPrefix(v, "198.19.") }
 	var checks []trCheck
-	for _, client := range []string{"node", "java", "peer4", "go", "grandchild"} {
+	for _, client := range []string{"node", "java", "peer4", "thread4", "go", "grandchild"} {
 		for _, h := range targets {
 			checks = append(checks, trCheck{client + " " + h, podWhat, pod})
 		}

@@ -1,0 +1,134 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRunHealsLostProxyPod deletes the proxy pod under a running session, as an eviction, a drain
+// or a colleague's `kubectl delete pod` would: the session says so once, starts a replacement, and
+// the child's new connections work again (goal: within 10 s of the deletion), the child still
+// running. The logs stay quiet: a few lines for the incident, not one per retry.
+func TestRunHealsLostProxyPod(t *testing.T) {
+	ns := namespace(t)
+	webApp(t, ns, "web", "green")
+	stop := filepath.Join(workDir, "healed-stop-"+randomSuffix())
+	defer os.Remove(stop)
+	// The child requests all the time on new connections and prints each outcome with its time.
+	script := `while [ ! -e ` + stop + ` ]; do
+  if out=$(curl -sf --max-time 2 http://web:8080/color); then echo "ok $(date +%s%N) $out"; else echo "fail $(date +%s%N)"; fi
+  sleep 0.05
+done`
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := tpCmd(ctx, "run", "-n", ns, "--quiet", "--", "sh", "-c", script)
+	stdout, stderr := new(syncBuffer), new(syncBuffer)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() { _ = os.WriteFile(stop, nil, 0o644) }()
+	okAfter := func(after time.Time) (time.Time, bool) {
+		for _, m := range regexp.MustCompile(`(?m)^ok (\d+) green$`).FindAllStringSubmatch(stdout.String(), -1) {
+			ns, _ := strconv.ParseInt(m[1], 10, 64)
+			if at := time.Unix(0, ns); at.After(after) {
+				return at, true
+			}
+		}
+		return time.Time{}, false
+	}
+	waitFor(t, 60*time.Second, "the child's first answer", func() error {
+		if _, ok := okAfter(time.Time{}); !ok {
+			return fmt.Errorf("stdout %q, stderr %q", stdout.String(), stderr.String())
+		}
+		return nil
+	})
+	pods := tpPods(t, ns)
+	if len(pods) != 1 {
+		t.Fatalf("want one proxy pod, got %v", pods)
+	}
+	pod, _, _ := strings.Cut(pods[0], "=")
+	deleted := time.Now()
+	kubectl(t, "delete", "pod", "-n", ns, pod, "--wait=false")
+	waitFor(t, 60*time.Second, "pod "+pod+" to be gone", func() error {
+		if out, err := kubectlErr("get", "pod", "-n", ns, pod); err == nil {
+			return fmt.Errorf("still there: %s", out)
+		}
+		return nil
+	})
+	gone := time.Now()
+	var back time.Time
+	waitFor(t, 60*time.Second, "an answer through the replacement pod", func() error {
+		var ok bool
+		if back, ok = okAfter(gone); !ok {
+			return fmt.Errorf("stderr so far: %q", stderr.String())
+		}
+		return nil
+	})
+	took := back.Sub(deleted)
+	t.Logf("new connections worked again %.2fs after the proxy pod was deleted (%.2fs after it was gone); %d failed requests",
+		took.Seconds(), back.Sub(gone).Seconds(), strings.Count(stdout.String(), "fail "))
+	if took > 10*time.Second {
+		t.Errorf("new connections worked again %.1fs after the deletion; the goal is 10 s", took.Seconds())
+	}
+	if err := os.WriteFile(stop, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-exited; err != nil {
+		t.Fatalf("the session did not end cleanly after healing: %v\n%s", err, stderr.String())
+	}
+	log := stderr.String()
+	for _, want := range []string{"proxy pod " + pod + " ", "starting " + pod + "-1", "new proxy pod " + pod + "-1 serves the session"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, log)
+		}
+	}
+	if n := strings.Count(log, "kubectl-tp: "); n > 8 {
+		t.Errorf("%d log lines for one lost pod, want a few (one per state change):\n%s", n, log)
+	}
+	noPodsLeft(t, ns, 30*time.Second)
+}
+
+// TestRunEndsWhenPodCannotBeReplaced deletes the session's namespace: no replacement proxy pod can
+// be created, so the session says why, stops the child and exits non-zero instead of spinning.
+func TestRunEndsWhenPodCannotBeReplaced(t *testing.T) {
+	ns := namespace(t)
+	marker := filepath.Join(workDir, "doomed-"+randomSuffix())
+	defer os.Remove(marker)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := tpCmd(ctx, "run", "-n", ns, "--quiet", "--", "sh", "-c", "touch "+marker+"; exec sleep 300")
+	done := make(chan result, 1)
+	go func() { done <- run(cmd) }()
+	waitFor(t, 60*time.Second, "the child to start", func() error {
+		_, err := os.Stat(marker)
+		return err
+	})
+	deleted := time.Now()
+	kubectl(t, "delete", "namespace", ns, "--wait=false")
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(90 * time.Second):
+		t.Fatal("the session went on for 90 s after its namespace was deleted")
+	}
+	t.Logf("the session ended %.1fs after its namespace was deleted", time.Since(deleted).Seconds())
+	if r.Code == 0 {
+		t.Fatalf("a session whose proxy pod cannot be replaced exited 0: %s", r)
+	}
+	if !strings.Contains(r.Stderr, "no replacement can be created") || !strings.Contains(r.Stderr, "ending the session") {
+		t.Errorf("stderr does not say why the session ended:\n%s", r.Stderr)
+	}
+	if n := strings.Count(r.Stderr, "kubectl-tp: "); n > 8 {
+		t.Errorf("%d log lines, want a few:\n%s", n, r.Stderr)
+	}
+}
