@@ -7,13 +7,15 @@ import (
 	authorizationv1 "k8s.io/client-go/kubernetes/typed/authorization/v1"
 	autoscalingv2 "k8s.io/client-go/kubernetes/typed/autoscaling/v2"
 	corev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	rbacv1 "k8s.io/client-go/kubernetes/typed/rbac/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/flowcontrol"
 )
 
-// Clientset is the part of the Kubernetes API that kubectl-tp calls: pods and namespaces
-// (core/v1), Deployments, ReplicaSets, StatefulSets and DaemonSets (apps/v1), access reviews
-// (authorization/v1) and HorizontalPodAutoscalers (autoscaling/v2).
+// Clientset is the part of the Kubernetes API that kubectl-tp calls: pods, namespaces and
+// ServiceAccounts (core/v1), Deployments, ReplicaSets, StatefulSets and DaemonSets (apps/v1), access
+// reviews (authorization/v1), HorizontalPodAutoscalers (autoscaling/v2) and the swap watchdog's
+// Role and RoleBinding (rbac/v1).
 //
 // Every kubernetes.Interface, the fake clientset of unit tests included, is a Clientset. What it
 // leaves out is the typed clients of the ~50 other API groups: a binary that builds its clients with
@@ -28,6 +30,8 @@ type Clientset interface {
 	AuthorizationV1() authorizationv1.AuthorizationV1Interface
 	// AutoscalingV2 is the client of the autoscaling/v2 API group.
 	AutoscalingV2() autoscalingv2.AutoscalingV2Interface
+	// RbacV1 is the client of the rbac.authorization.k8s.io/v1 API group.
+	RbacV1() rbacv1.RbacV1Interface
 }
 
 // clientset is the Clientset NewClientset builds.
@@ -36,6 +40,7 @@ type clientset struct {
 	apps          *appsv1.AppsV1Client
 	authorization *authorizationv1.AuthorizationV1Client
 	autoscaling   *autoscalingv2.AutoscalingV2Client
+	rbac          *rbacv1.RbacV1Client
 }
 
 var _ Clientset = (*clientset)(nil)
@@ -43,6 +48,7 @@ var _ Clientset = (*clientset)(nil)
 func (c *clientset) CoreV1() corev1.CoreV1Interface                      { return c.core }
 func (c *clientset) AppsV1() appsv1.AppsV1Interface                      { return c.apps }
 func (c *clientset) AutoscalingV2() autoscalingv2.AutoscalingV2Interface { return c.autoscaling }
+func (c *clientset) RbacV1() rbacv1.RbacV1Interface                      { return c.rbac }
 func (c *clientset) AuthorizationV1() authorizationv1.AuthorizationV1Interface {
 	return c.authorization
 }
@@ -76,6 +82,9 @@ func NewClientset(cfg *rest.Config) (Clientset, error) {
 		return nil, err
 	}
 	if c.autoscaling, err = autoscalingv2.NewForConfigAndClient(cfg, hc); err != nil {
+		return nil, err
+	}
+	if c.rbac, err = rbacv1.NewForConfigAndClient(cfg, hc); err != nil {
 		return nil, err
 	}
 	return &c, nil

@@ -50,6 +50,7 @@ func TestNewClientsetCallsEachGroup(t *testing.T) {
 			_, err := cs.AutoscalingV2().HorizontalPodAutoscalers("ns").List(ctx, list)
 			return err
 		}, "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers"},
+		{"rbac/v1", func() error { _, err := cs.RbacV1().Roles("ns").List(ctx, list); return err }, "/apis/rbac.authorization.k8s.io/v1/namespaces/ns/roles"},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

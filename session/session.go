@@ -109,6 +109,8 @@ type Session struct {
 	removeRoot bool
 	// swapped is the Deployment this session scaled down ("" when none).
 	swapped string
+	// watchdog is set when the swap's watchdog runs (see startWatchdog).
+	watchdog bool
 	// Exposed are the ports served back to the laptop (pod port → local port).
 	Exposed []PortMap
 	// transparent is set when the child runs in transparent mode.
@@ -332,6 +334,8 @@ func Start(ctx context.Context, opts Options) (*Session, error) {
 		if err := waitPodReady(startCtx, opts.Client, opts.Namespace, s.PodName); err != nil {
 			return s, fmt.Errorf("proxy pod %s did not become ready: %w", s.PodName, err)
 		}
+		p.set("starting the swap's watchdog")
+		s.startWatchdog(startCtx)
 		p.set("scaling deployment/" + s.swapped + " to 0")
 		if err := scaleDown(startCtx, opts.Client, opts.Namespace, s.swapped, id); err != nil {
 			return s, err
@@ -460,6 +464,10 @@ func (s *Session) Close() error {
 			if _, rerr := RestoreDeployment(s.opts.Client, s.opts.Namespace, s.swapped, s.ID); rerr != nil {
 				err = fmt.Errorf("restoring deployment/%s: %w (run: kubectl tp cleanup -n %s)", s.swapped, rerr, s.opts.Namespace)
 				fmt.Fprintf(s.opts.Stderr, "kubectl-tp: %v\n", err)
+			} else if s.watchdog {
+				// Restored: the watchdog has nothing left to guard. (After a failed restore it stays,
+				// and restores once the proxy pod is gone.)
+				s.deleteWatchdog()
 			}
 		}
 		if s.podMade {

@@ -66,10 +66,13 @@ func SessionAlive(ctx context.Context, cs Clientset, ns, pod string) (bool, erro
 	if err != nil {
 		return false, err
 	}
-	if p.DeletionTimestamp != nil {
-		return false, nil
-	}
-	return p.Status.Phase == corev1.PodPending || p.Status.Phase == corev1.PodRunning, nil
+	return PodAlive(p), nil
+}
+
+// PodAlive is the one rule for "this proxy pod still serves its session": it is not being deleted
+// and has not ended (podshim ends by itself once its client is gone).
+func PodAlive(p *corev1.Pod) bool {
+	return p.DeletionTimestamp == nil && (p.Status.Phase == corev1.PodPending || p.Status.Phase == corev1.PodRunning)
 }
 
 // ErrSwappedByLiveSession is returned when a live session already holds the Deployment.

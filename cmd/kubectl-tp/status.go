@@ -5,32 +5,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-tp/kubectl-tp/session"
 )
-
-// SessionStatus is one session as `kubectl tp status -o json|yaml` prints it.
-type SessionStatus struct {
-	Session   string    `json:"session"`
-	Namespace string    `json:"namespace"`
-	Pod       string    `json:"pod"`
-	Phase     string    `json:"phase"`
-	Alive     bool      `json:"alive"`
-	Owner     string    `json:"owner,omitempty"`
-	From      string    `json:"from,omitempty"`
-	Swapped   string    `json:"swappedDeployment,omitempty"`
-	Started   time.Time `json:"started"`
-}
 
 // StatusOptions are the options of `kubectl tp status`.
 type StatusOptions struct {
@@ -89,41 +73,14 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	list, err := Sessions(ctx, o.client, nsOrAll(o.namespace, o.AllNamespaces))
+	list, err := session.List(ctx, o.client, nsOrAll(o.namespace, o.AllNamespaces))
 	if err != nil {
 		return err
 	}
 	return printSessions(o.Out, list, o.Output)
 }
 
-// Sessions lists the proxy pods of ns ("" = all namespaces) with the Deployments they swapped.
-func Sessions(ctx context.Context, cs session.Clientset, ns string) ([]SessionStatus, error) {
-	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: session.LabelManagedBy + "=" + session.ManagedBy})
-	if err != nil {
-		return nil, fmt.Errorf("listing sessions: %w", err)
-	}
-	swapped := map[string]string{} // ns/pod → deployment
-	if deps, err := cs.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{}); err == nil {
-		for _, d := range deps.Items {
-			if pod := d.Annotations[session.AnnotationSwapPod]; pod != "" {
-				swapped[d.Namespace+"/"+pod] = d.Name
-			}
-		}
-	}
-	out := make([]SessionStatus, 0, len(pods.Items))
-	for _, p := range pods.Items {
-		out = append(out, SessionStatus{
-			Session: p.Labels[session.LabelSession], Namespace: p.Namespace, Pod: p.Name,
-			Phase: string(p.Status.Phase), Alive: p.DeletionTimestamp == nil && (p.Status.Phase == corev1.PodRunning || p.Status.Phase == corev1.PodPending),
-			Owner: p.Annotations[session.AnnotationOwner], From: p.Annotations[session.AnnotationFrom],
-			Swapped: swapped[p.Namespace+"/"+p.Name], Started: p.CreationTimestamp.Time,
-		})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
-	return out, nil
-}
-
-func printSessions(w io.Writer, list []SessionStatus, format string) error {
+func printSessions(w io.Writer, list []session.Status, format string) error {
 	switch format {
 	case "json":
 		b, err := json.MarshalIndent(list, "", "  ")
@@ -145,13 +102,13 @@ func printSessions(w io.Writer, list []SessionStatus, format string) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAMESPACE\tSESSION\tPOD\tSTATE\tOWNER\tFROM\tSWAPPED\tAGE")
+	fmt.Fprintln(tw, "NAMESPACE\tSESSION\tPOD\tSTATE\tOWNER\tFROM\tSWAPPED\tWATCHDOG\tAGE")
 	for _, s := range list {
 		state := "alive"
 		if !s.Alive {
 			state = "dead (" + s.Phase + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Namespace, s.Session, s.Pod, state, dash(s.Owner), dash(s.From), dash(s.Swapped), time.Since(s.Started).Round(time.Second))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Namespace, s.Session, s.Pod, state, dash(s.Owner), dash(s.From), dash(s.Swapped), dash(s.Watchdog), time.Since(s.Started).Round(time.Second))
 	}
 	return tw.Flush()
 }

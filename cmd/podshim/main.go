@@ -9,13 +9,17 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"log"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -34,6 +38,10 @@ func run(args []string) int {
 	insecure := fs.Bool("insecure-no-token", false, "accept requests without a token (testing only)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	ready := fs.String("ready", "", "address to listen on once ports are exposed, for a readiness probe (e.g. :4748)")
+	watchdog := fs.String("watchdog", "", "run as the swap watchdog of this Deployment instead of serving (in-cluster ServiceAccount credentials)")
+	session := fs.String("session", "", "with -watchdog: the session whose swap is guarded")
+	serviceAccount := fs.String("service-account", "", "with -watchdog: the watchdog's own ServiceAccount, deleted when it is done")
+	grace := fs.Duration("grace", 10*time.Second, "with -watchdog: how long the session's proxy pod must be gone before the restore")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -42,6 +50,9 @@ func run(args []string) int {
 		return 0
 	}
 	logger := log.New(os.Stderr, "podshim: ", log.LstdFlags|log.LUTC)
+	if *watchdog != "" {
+		return runWatchdog(logger, *watchdog, *session, *serviceAccount, *grace)
+	}
 	token := os.Getenv("TP_TOKEN")
 	if token == "" && !*insecure {
 		logger.Print("TP_TOKEN is not set (use -insecure-no-token to run without one)")
@@ -85,4 +96,49 @@ func fmtDuration(d time.Duration) string {
 		return fmt.Sprintf("%ds", d/time.Second)
 	}
 	return d.String()
+}
+
+// serviceAccountDir is where the kubelet mounts a pod's ServiceAccount credentials.
+const serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+// runWatchdog guards a swap with the pod's in-cluster credentials (see podshim.Watchdog).
+func runWatchdog(logger *log.Logger, deployment, session, serviceAccount string, grace time.Duration) int {
+	if session == "" || serviceAccount == "" {
+		logger.Print("-watchdog needs -session and -service-account")
+		return 2
+	}
+	host, port := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT")
+	token, err1 := os.ReadFile(serviceAccountDir + "/token")
+	ns, err2 := os.ReadFile(serviceAccountDir + "/namespace")
+	ca, err3 := os.ReadFile(serviceAccountDir + "/ca.crt")
+	if host == "" || port == "" || errors.Join(err1, err2, err3) != nil {
+		logger.Printf("no in-cluster credentials: %v", errors.Join(err1, err2, err3))
+		return 1
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		logger.Print("the ServiceAccount's ca.crt holds no certificate")
+		return 1
+	}
+	w := &podshim.Watchdog{
+		API:            "https://" + net.JoinHostPort(host, port),
+		Client:         &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},
+		Token:          strings.TrimSpace(string(token)),
+		Namespace:      strings.TrimSpace(string(ns)),
+		Deployment:     deployment,
+		Session:        session,
+		ServiceAccount: serviceAccount,
+		Grace:          grace,
+		Logf:           logger.Printf,
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	logger.Printf("version %s guarding the swap of deployment/%s by session %s", version.Version, deployment, session)
+	if err := w.Run(ctx); err != nil && ctx.Err() == nil {
+		logger.Print(err)
+		return 1
+	}
+	// The garbage collector deletes this pod once its ServiceAccount is gone: wait for it.
+	<-ctx.Done()
+	return 0
 }

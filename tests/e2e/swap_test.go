@@ -175,6 +175,7 @@ func TestSwapDeployment(t *testing.T) {
 	}
 	t.Logf("Deployment restored %.2fs after SIGTERM", time.Since(stopAt).Seconds())
 	noPodsLeft(t, ns, 20*time.Second)
+	noWatchdogLeft(t, ns, 60*time.Second)
 	kubectl(t, "rollout", "status", "-n", ns, "deployment/api", "--timeout=120s")
 	waitFor(t, 30*time.Second, "the Service to answer green again", func() error {
 		if got := inCluster(t, client, "http://api/color"); got != "green" {
@@ -217,6 +218,10 @@ func TestSwapCrashThenCleanup(t *testing.T) {
 		t.Fatalf("want one proxy pod, got %v", pods)
 	}
 	session := strings.TrimPrefix(strings.SplitN(pods[0], "=", 2)[0], "tp-")
+	// Without its watchdog (TestSwapWatchdogRestores covers that), the dead session's swap waits for
+	// cleanup.
+	kubectl(t, "delete", "serviceaccount", "-n", ns, "tp-"+session+"-watchdog")
+	noWatchdogLeft(t, ns, 60*time.Second)
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	_ = cmd.Wait()
 	// The killed session could not remove its copy of the Deployment's volumes (secrets).

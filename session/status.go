@@ -1,0 +1,60 @@
+package session
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Status is one session as `kubectl tp status` shows it: its proxy pod, the Deployment it swapped
+// and the swap's watchdog.
+type Status struct {
+	Session   string `json:"session"`
+	Namespace string `json:"namespace"`
+	Pod       string `json:"pod"`
+	Phase     string `json:"phase"`
+	Alive     bool   `json:"alive"`
+	Owner     string `json:"owner,omitempty"`
+	From      string `json:"from,omitempty"`
+	Swapped   string `json:"swappedDeployment,omitempty"`
+	// Watchdog is the phase of the swap's watchdog pod ("" when there is none).
+	Watchdog string    `json:"watchdog,omitempty"`
+	Started  time.Time `json:"started"`
+}
+
+// List lists the sessions of ns ("" = all namespaces) from their proxy pods, with the
+// Deployments they swapped and their watchdogs. It leaves out sessions whose proxy pods are gone.
+func List(ctx context.Context, cs Clientset, ns string) ([]Status, error) {
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedBy})
+	if err != nil {
+		return nil, fmt.Errorf("listing sessions: %w", err)
+	}
+	swapped := map[string]string{} // ns/pod → deployment
+	if deps, err := cs.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{}); err == nil {
+		for _, d := range deps.Items {
+			if pod := d.Annotations[AnnotationSwapPod]; pod != "" {
+				swapped[d.Namespace+"/"+pod] = d.Name
+			}
+		}
+	}
+	watchdogs := map[string]string{} // session → phase of its watchdog pod
+	if wds, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + WatchdogManagedBy}); err == nil {
+		for _, p := range wds.Items {
+			watchdogs[p.Labels[LabelSession]] = string(p.Status.Phase)
+		}
+	}
+	out := make([]Status, 0, len(pods.Items))
+	for _, p := range pods.Items {
+		out = append(out, Status{
+			Session: p.Labels[LabelSession], Namespace: p.Namespace, Pod: p.Name,
+			Phase: string(p.Status.Phase), Alive: PodAlive(&p),
+			Owner: p.Annotations[AnnotationOwner], From: p.Annotations[AnnotationFrom],
+			Swapped: swapped[p.Namespace+"/"+p.Name], Watchdog: watchdogs[p.Labels[LabelSession]], Started: p.CreationTimestamp.Time,
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
+	return out, nil
+}

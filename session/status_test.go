@@ -1,0 +1,46 @@
+package session
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+)
+
+func TestList(t *testing.T) {
+	pod := func(name, session, managedBy string, phase corev1.PodPhase, age time.Duration) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", CreationTimestamp: metav1.NewTime(time.Now().Add(-age)),
+				Labels: map[string]string{LabelManagedBy: managedBy, LabelSession: session}, Annotations: map[string]string{AnnotationOwner: "me@laptop"}},
+			Status: corev1.PodStatus{Phase: phase},
+		}
+	}
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns", Annotations: map[string]string{AnnotationSwapPod: "tp-a-1"}}}
+	cs := fake.NewClientset(
+		pod("tp-a-1", "a", ManagedBy, corev1.PodRunning, time.Minute),
+		pod("tp-b", "b", ManagedBy, corev1.PodSucceeded, 2*time.Minute),
+		pod("tp-a-watchdog", "a", WatchdogManagedBy, corev1.PodRunning, time.Minute),
+		dep,
+	)
+	got, err := List(context.Background(), cs, "ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Status{
+		{Session: "b", Pod: "tp-b", Phase: "Succeeded", Alive: false},
+		{Session: "a", Pod: "tp-a-1", Phase: "Running", Alive: true, Swapped: "web", Watchdog: "Running"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d sessions (%+v), want %d: the watchdog pod is not a session", len(got), got, len(want))
+	}
+	for i, w := range want {
+		g := got[i]
+		if g.Session != w.Session || g.Pod != w.Pod || g.Phase != w.Phase || g.Alive != w.Alive || g.Swapped != w.Swapped || g.Watchdog != w.Watchdog || g.Owner != "me@laptop" {
+			t.Errorf("session %d: got %+v, want %+v", i, g, w)
+		}
+	}
+}

@@ -1,0 +1,92 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// watchdogObjects lists the swap watchdog's objects left in ns ("kind/name" each).
+func watchdogObjects(t *testing.T, ns string) []string {
+	t.Helper()
+	out := kubectl(t, "get", "serviceaccounts,roles,rolebindings,pods", "-n", ns,
+		"-l", "app.kubernetes.io/managed-by=kubectl-tp-watchdog", "-o", "name")
+	return strings.Fields(out)
+}
+
+// noWatchdogLeft waits until the garbage collector has removed every object of the watchdog.
+func noWatchdogLeft(t *testing.T, ns string, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, timeout, "the swap watchdog's objects to be removed", func() error {
+		if left := watchdogObjects(t, ns); len(left) > 0 {
+			return fmt.Errorf("left: %v", left)
+		}
+		return nil
+	})
+}
+
+// TestSwapWatchdogRestores kills a swapping session with SIGKILL (a laptop that died) and runs no
+// kubectl-tp command afterwards: the in-cluster watchdog restores the Deployment (replicas and
+// annotations) once the proxy pod has ended by itself, within 60 s of the session going silent,
+// and then every object of the watchdog is garbage-collected. Its Role names only what it needs.
+func TestSwapWatchdogRestores(t *testing.T) {
+	ns := namespace(t)
+	swapApp(t, ns, "api")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := tpCmd(ctx, "run", "-n", ns, "--swap-deployment", "api", "--idle-timeout", "10s", "--", "sleep", "600")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "the swap session to start", func() error {
+		if !strings.Contains(stderr.String(), "kubectl-tp: session ") {
+			return fmt.Errorf("stderr: %q", stderr.String())
+		}
+		return nil
+	})
+	if strings.Contains(stderr.String(), "no swap watchdog") {
+		t.Fatalf("the admin user got no watchdog:\n%s", stderr.String())
+	}
+	objs := watchdogObjects(t, ns)
+	if len(objs) != 4 {
+		t.Fatalf("want the watchdog's serviceaccount, role, rolebinding and pod, got %v", objs)
+	}
+	name := strings.TrimPrefix(objs[0], "serviceaccount/")
+	rules := kubectl(t, "get", "role", name, "-n", ns, "-o", `jsonpath={range .rules[*]}{.resources[0]}:{.verbs}:{.resourceNames[0]}{"\n"}{end}`)
+	for _, want := range []string{`deployments:["get","update"]:api`, `pods:["get","delete"]:tp-`, `serviceaccounts:["delete"]:` + name} {
+		if !strings.Contains(rules, want) {
+			t.Errorf("role %s lacks the rule %q (every rule limited by resourceNames):\n%s", name, want, rules)
+		}
+	}
+	if got := replicas(t, ns, "api"); !strings.HasPrefix(got, "0 ") {
+		t.Fatalf("the Deployment is not swapped: %q", got)
+	}
+	// status shows the session's watchdog.
+	if st := tp(t, "status", "-n", ns); st.Code != 0 || !strings.Contains(st.Stdout, "WATCHDOG") || !strings.Contains(st.Stdout, "Running") {
+		t.Errorf("status does not show the watchdog: %s", st)
+	}
+	killed := time.Now()
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	_ = cmd.Wait()
+	waitFor(t, 90*time.Second, "the watchdog to restore deployment/api", func() error {
+		if got := replicas(t, ns, "api"); got != "2 " {
+			return fmt.Errorf("replicas and session: %q", got)
+		}
+		return nil
+	})
+	took := time.Since(killed)
+	t.Logf("deployment/api restored by the watchdog %.1fs after the session was killed (--idle-timeout 10s)", took.Seconds())
+	if took > 60*time.Second {
+		t.Errorf("restored %.0fs after the session went silent; the goal is 60 s", took.Seconds())
+	}
+	if ann := kubectl(t, "get", "deployment", "api", "-n", ns, "-o", "jsonpath={.metadata.annotations}"); strings.Contains(ann, "kubectl-tp.io/swap") {
+		t.Errorf("swap annotations left after the restore: %s", ann)
+	}
+	noWatchdogLeft(t, ns, 60*time.Second)
+	noPodsLeft(t, ns, 60*time.Second)
+}
