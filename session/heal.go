@@ -46,7 +46,9 @@ func (s *Session) heartbeat(ctx context.Context) {
 		}
 		if name, why := s.podGone(ctx); why != "" {
 			if err := s.heal(ctx, name, why, down); err != nil {
-				s.end(err)
+				if ctx.Err() == nil { // not merely the session closing
+					s.end(err)
+				}
 				return
 			}
 			delay = retryFirst
@@ -136,7 +138,9 @@ func (s *Session) watchPod(ctx context.Context) {
 			continue // the watch ended (time-out, compaction): watch again
 		}
 		if err := s.heal(ctx, name, why, time.Now()); err != nil {
-			s.end(err)
+			if ctx.Err() == nil { // not merely the session closing
+				s.end(err)
+			}
 			return
 		}
 	}

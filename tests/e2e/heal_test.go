@@ -21,9 +21,11 @@ func TestRunHealsLostProxyPod(t *testing.T) {
 	webApp(t, ns, "web", "green")
 	stop := filepath.Join(workDir, "healed-stop-"+randomSuffix())
 	defer os.Remove(stop)
-	// The child requests all the time on new connections and prints each outcome with its time.
+	// The child requests all the time on new connections and prints each outcome with the times
+	// the request started and ended.
 	script := `while [ ! -e ` + stop + ` ]; do
-  if out=$(curl -sf --max-time 2 http://web:8080/color); then echo "ok $(date +%s%N) $out"; else echo "fail $(date +%s%N)"; fi
+  s=$(date +%s%N)
+  if out=$(curl -sf --max-time 2 http://web:8080/color); then echo "ok $s $(date +%s%N) $out"; else echo "fail $s"; fi
   sleep 0.05
 done`
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -37,11 +39,14 @@ done`
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	defer func() { _ = os.WriteFile(stop, nil, 0o644) }()
+	// okAfter returns when the first request started after `after` got its answer: a new
+	// connection made once the old pod was gone can only have been served by its replacement.
 	okAfter := func(after time.Time) (time.Time, bool) {
-		for _, m := range regexp.MustCompile(`(?m)^ok (\d+) green$`).FindAllStringSubmatch(stdout.String(), -1) {
-			ns, _ := strconv.ParseInt(m[1], 10, 64)
-			if at := time.Unix(0, ns); at.After(after) {
-				return at, true
+		for _, m := range regexp.MustCompile(`(?m)^ok (\d+) (\d+) green$`).FindAllStringSubmatch(stdout.String(), -1) {
+			start, _ := strconv.ParseInt(m[1], 10, 64)
+			end, _ := strconv.ParseInt(m[2], 10, 64)
+			if time.Unix(0, start).After(after) {
+				return time.Unix(0, end), true
 			}
 		}
 		return time.Time{}, false
@@ -70,6 +75,12 @@ done`
 	waitFor(t, 60*time.Second, "an answer through the replacement pod", func() error {
 		var ok bool
 		if back, ok = okAfter(gone); !ok {
+			return fmt.Errorf("stderr so far: %q", stderr.String())
+		}
+		return nil
+	})
+	waitFor(t, 30*time.Second, "the session to report the replacement", func() error {
+		if !strings.Contains(stderr.String(), "serves the session") {
 			return fmt.Errorf("stderr so far: %q", stderr.String())
 		}
 		return nil
