@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -126,6 +127,9 @@ func (s *Supervisor) Attach() error {
 		unix.Close(listener)
 		return fmt.Errorf("capture: pipe: %w", err)
 	}
+	// Wake the supervisor on the trapped thread's CPU and back (Linux 6.6+; older kernels refuse
+	// the flag and keep the ordinary wake-up): a trapped connect then costs far fewer scheduler hops.
+	_, _, _ = unix.Syscall(unix.SYS_IOCTL, uintptr(listener), unix.SECCOMP_IOCTL_NOTIF_SET_FLAGS, unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
 	s.listener = listener
 	s.done = make(chan struct{})
 	go s.loop()
@@ -193,6 +197,10 @@ func (s *Supervisor) Close() error {
 
 func (s *Supervisor) loop() {
 	defer close(s.done)
+	// One thread receives and answers: the trapped thread waits for it, so scheduler hops cost
+	// every connect of the child.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	fds := []unix.PollFd{{Fd: int32(s.listener), Events: unix.POLLIN}, {Fd: int32(s.wake[0]), Events: unix.POLLIN}}
 	for {
 		fds[0].Revents, fds[1].Revents = 0, 0
@@ -215,8 +223,7 @@ func (s *Supervisor) loop() {
 				logf(s.Logf, "transparent: receiving a notification: %v", err)
 				return
 			}
-			s.handlers.Add(1)
-			go s.handle(n)
+			s.handle(n)
 			continue
 		}
 		if fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0 {
@@ -241,13 +248,26 @@ type answer struct {
 
 var letThrough = answer{cont: true}
 
+// handle answers n. Only a carried connect of a blocking socket waits for the tunnel: it is
+// finished in a goroutine, so the loop goes on with other calls.
 func (s *Supervisor) handle(n *seccompNotif) {
-	defer s.handlers.Done()
-	a, ok := s.decide(n)
-	if !ok {
+	a, ok, later := s.decide(n)
+	if later != nil {
+		s.handlers.Add(1)
+		go func() {
+			defer s.handlers.Done()
+			s.respond(n.ID, later())
+		}()
 		return
 	}
-	resp := seccompResp{ID: n.ID}
+	if ok {
+		s.respond(n.ID, a)
+	}
+}
+
+// respond sends the answer to notification id.
+func (s *Supervisor) respond(id uint64, a answer) {
+	resp := seccompResp{ID: id}
 	if a.cont {
 		resp.Flags = unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE
 	} else {
@@ -270,67 +290,90 @@ func (s *Supervisor) valid(id uint64) bool {
 	return !s.closed && ioctl(s.listener, unix.SECCOMP_IOCTL_NOTIF_ID_VALID, unsafe.Pointer(&id)) == nil
 }
 
-// decide returns the answer to a connect notification; false when the call is gone.
-func (s *Supervisor) decide(n *seccompNotif) (answer, bool) {
+// decide returns the answer to a connect notification; false when the call is gone. A non-nil
+// later computes the answer instead, off the receiving thread.
+func (s *Supervisor) decide(n *seccompNotif) (_ answer, _ bool, later func() answer) {
 	addrLen := int(n.Args[2])
 	if addrLen < 2 || addrLen > 128 {
-		return letThrough, true // the kernel rejects it as it would anyway
+		return letThrough, true, nil // the kernel rejects it as it would anyway
 	}
 	buf := make([]byte, addrLen)
 	if err := readMemory(int(n.Pid), uintptr(n.Args[1]), buf); err != nil {
 		if errors.Is(err, unix.EFAULT) {
-			return letThrough, true // a bad pointer: the kernel answers EFAULT itself
+			return letThrough, true, nil // a bad pointer: the kernel answers EFAULT itself
 		}
 		if !s.valid(n.ID) {
-			return answer{}, false
+			return answer{}, false, nil
 		}
-		return answer{errno: unix.ECONNREFUSED}, true
+		return answer{errno: unix.ECONNREFUSED}, true, nil
 	}
 	if !s.valid(n.ID) {
-		return answer{}, false
+		return answer{}, false, nil
 	}
 	dst, ok := parseSockaddr(buf)
 	if !ok {
-		return letThrough, true // not IPv4 or IPv6: a Unix socket, AF_UNSPEC, …
+		return letThrough, true, nil // not IPv4 or IPv6: a Unix socket, AF_UNSPEC, …
 	}
 	route := s.Router.Route(dst)
 	if route.Verdict == Direct {
-		return letThrough, true
+		return letThrough, true, nil
 	}
 	sock, err := takeFD(int(n.Pid), int(n.Args[0]))
 	if err != nil {
 		if errors.Is(err, unix.EBADF) {
-			return answer{errno: unix.EBADF}, true
+			return answer{errno: unix.EBADF}, true, nil
 		}
 		logf(s.Logf, "transparent: connect to %s: taking the socket: %v", dst, err)
-		return answer{errno: unix.ECONNREFUSED}, true
+		return answer{errno: unix.ECONNREFUSED}, true, nil
 	}
-	defer unix.Close(sock)
+	keep := false
+	defer func() {
+		if !keep {
+			unix.Close(sock)
+		}
+	}()
 	typ, err1 := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_TYPE)
 	dom, err2 := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_DOMAIN)
 	if err1 != nil || err2 != nil {
-		return letThrough, true // not a socket: the kernel answers ENOTSOCK
+		return letThrough, true, nil // not a socket: the kernel answers ENOTSOCK
 	}
 	if dom != unix.AF_INET && dom != unix.AF_INET6 {
-		return letThrough, true // a family mismatch: the kernel answers it
+		return letThrough, true, nil // a family mismatch: the kernel answers it
 	}
 	v6 := dom == unix.AF_INET6
 	switch route.Verdict {
 	case ToDNS:
 		switch typ {
 		case unix.SOCK_DGRAM:
-			return answer{errno: connectTo(sock, s.dnsAddr(false, v6))}, true
+			return answer{errno: connectTo(sock, s.dnsAddr(false, v6), v6)}, true, nil
 		case unix.SOCK_STREAM:
-			return answer{errno: connectTo(sock, s.dnsAddr(true, v6))}, true
+			return answer{errno: connectTo(sock, s.dnsAddr(true, v6), v6)}, true, nil
 		}
-		return letThrough, true
+		return letThrough, true, nil
 	case ToCluster:
 		if typ != unix.SOCK_STREAM {
-			return answer{errno: unix.ENETUNREACH}, true // UDP to the cluster is not carried
+			return answer{errno: unix.ENETUNREACH}, true, nil // UDP to the cluster is not carried
 		}
-		return answer{errno: s.redirect(sock, v6, route.Dest)}, true
+		flags, err := unix.FcntlInt(uintptr(sock), unix.F_GETFL, 0)
+		if err != nil {
+			return answer{errno: unix.ECONNREFUSED}, true, nil
+		}
+		if flags&unix.O_NONBLOCK != 0 {
+			return answer{errno: s.redirect(sock, v6, route.Dest, nil)}, true, nil
+		}
+		// A blocking socket waits for the tunnel's dial, so the child gets its real error.
+		keep = true
+		return answer{}, true, func() answer {
+			defer unix.Close(sock)
+			up, err := s.Redirector.Dial(context.Background(), route.Dest)
+			if err != nil {
+				logf(s.Logf, "transparent: %s: %v", route.Dest, err)
+				return answer{errno: dialErrno(err)}
+			}
+			return answer{errno: s.redirect(sock, v6, route.Dest, up)}
+		}
 	}
-	return answer{errno: unix.ENETUNREACH}, true // Refuse
+	return answer{errno: unix.ENETUNREACH}, true, nil // Refuse
 }
 
 func (s *Supervisor) dnsAddr(tcp, v6 bool) netip.AddrPort {
@@ -348,38 +391,32 @@ func (s *Supervisor) dnsAddr(tcp, v6 bool) netip.AddrPort {
 }
 
 // redirect binds the child's socket to loopback, announces it to the Redirector and connects it
-// there. A blocking socket waits for the tunnel's dial, so the child gets its real error; a
-// non-blocking one gets EINPROGRESS at once and a reset if the dial fails.
-func (s *Supervisor) redirect(sock int, v6 bool, dest string) unix.Errno {
+// there. up is the tunnel connection already dialled for a blocking socket; a non-blocking socket
+// (up nil) gets EINPROGRESS at once, and a reset if the Redirector's dial then fails.
+func (s *Supervisor) redirect(sock int, v6 bool, dest string, up net.Conn) unix.Errno {
+	fail := func(e unix.Errno) unix.Errno {
+		if up != nil {
+			up.Close()
+		}
+		return e
+	}
 	target := s.Redirector.Addr(v6)
 	bindTo := netip.AddrPortFrom(target.Addr(), 0)
 	if err := unix.Bind(sock, sockaddr(bindTo, v6)); err != nil && !errors.Is(err, unix.EINVAL) {
 		// EINVAL: bound already, by the program; its address is kept.
 		logf(s.Logf, "transparent: %s: binding to loopback: %v", dest, err)
-		return unix.ECONNREFUSED
+		return fail(unix.ECONNREFUSED)
 	}
 	sa, err := unix.Getsockname(sock)
 	if err != nil {
-		return unix.ECONNREFUSED
+		return fail(unix.ECONNREFUSED)
 	}
 	local := fromSockaddr(sa)
 	if local.Addr().IsUnspecified() {
 		local = netip.AddrPortFrom(target.Addr().Unmap(), local.Port())
 	}
-	flags, err := unix.FcntlInt(uintptr(sock), unix.F_GETFL, 0)
-	if err != nil {
-		return unix.ECONNREFUSED
-	}
-	var up net.Conn
-	if flags&unix.O_NONBLOCK == 0 {
-		up, err = s.Redirector.Dial(context.Background(), dest)
-		if err != nil {
-			logf(s.Logf, "transparent: %s: %v", dest, err)
-			return dialErrno(err)
-		}
-	}
 	s.Redirector.Expect(local, dest, up)
-	e := connectTo(sock, target)
+	e := connectTo(sock, target, v6)
 	if e != 0 && e != unix.EINPROGRESS {
 		s.Redirector.Forget(local)
 	}
@@ -404,12 +441,8 @@ func dialErrno(err error) unix.Errno {
 	return unix.ECONNREFUSED
 }
 
-// connectTo connects sock to a and returns the errno (0 on success).
-func connectTo(sock int, a netip.AddrPort) unix.Errno {
-	v6 := false
-	if d, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_DOMAIN); err == nil {
-		v6 = d == unix.AF_INET6
-	}
+// connectTo connects sock (of family v6 or not) to a and returns the errno (0 on success).
+func connectTo(sock int, a netip.AddrPort, v6 bool) unix.Errno {
 	err := unix.Connect(sock, sockaddr(a, v6))
 	var e unix.Errno
 	if err != nil && !errors.As(err, &e) {
