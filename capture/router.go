@@ -113,3 +113,10 @@ func ClusterRanges(seeds []netip.Addr, extra []netip.Prefix) []netip.Prefix {
 	}
 	return out
 }
+
+// DNSAddrs are the loopback addresses of the session's DNS server that port-53 connects are
+// moved to, per socket type and family. A zero IPv6 address falls back to the IPv4 one,
+// v4-mapped.
+type DNSAddrs struct {
+	UDP4, TCP4, UDP6, TCP6 netip.AddrPort
+}

@@ -40,13 +40,6 @@ type seccompResp struct {
 	Flags uint32
 }
 
-// DNSAddrs are the loopback addresses of the session's DNS server that port-53 connects are
-// moved to, per socket type and family. A zero IPv6 address falls back to the IPv4 one,
-// v4-mapped.
-type DNSAddrs struct {
-	UDP4, TCP4, UDP6, TCP6 netip.AddrPort
-}
-
 // Supervisor handles the connect(2) calls of one captured command and all its descendants. Set
 // the fields, call [Supervisor.Prepare] on the command before starting it and
 // [Supervisor.Attach] right after; [Supervisor.Close] when the command is done.

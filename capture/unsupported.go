@@ -4,18 +4,12 @@ package capture
 
 import (
 	"errors"
-	"net/netip"
 	"os/exec"
 	"runtime"
 )
 
 // MinKernel is the oldest Linux transparent mode runs on.
 const MinKernel = "5.19"
-
-// DNSAddrs are the loopback addresses of the session's DNS server (see the Linux build).
-type DNSAddrs struct {
-	UDP4, TCP4, UDP6, TCP6 netip.AddrPort
-}
 
 // Supervisor exists only on Linux; elsewhere Prepare fails.
 type Supervisor struct {
