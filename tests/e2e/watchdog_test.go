@@ -66,10 +66,13 @@ func TestSwapWatchdogRestores(t *testing.T) {
 	if got := replicas(t, ns, "api"); !strings.HasPrefix(got, "0 ") {
 		t.Fatalf("the Deployment is not swapped: %q", got)
 	}
-	// status shows the session's watchdog.
-	if st := tp(t, "status", "-n", ns); st.Code != 0 || !strings.Contains(st.Stdout, "WATCHDOG") || !strings.Contains(st.Stdout, "Running") {
-		t.Errorf("status does not show the watchdog: %s", st)
-	}
+	// status shows the session's watchdog, Pending at first, then Running.
+	waitFor(t, 60*time.Second, "status to show the watchdog running", func() error {
+		if st := tp(t, "status", "-n", ns); st.Code != 0 || !strings.Contains(st.Stdout, "WATCHDOG") || !strings.Contains(st.Stdout, "Running") {
+			return fmt.Errorf("%s", st)
+		}
+		return nil
+	})
 	killed := time.Now()
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	_ = cmd.Wait()
