@@ -175,21 +175,33 @@ func (s *Supervisor) Close() error {
 		}
 		return nil
 	}
-	_, _ = unix.Write(s.wake[1], []byte{0})
+	s.mu.RLock()
+	if !s.closed {
+		_, _ = unix.Write(s.wake[1], []byte{0})
+	}
+	s.mu.RUnlock()
 	<-s.done
+	s.closeListener()
+	return nil
+}
+
+// closeListener closes the listener (every call still trapped, and every later one, fails with
+// ENOSYS) and the wake-up pipe, once.
+func (s *Supervisor) closeListener() {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if !s.closed {
 		s.closed = true
 		unix.Close(s.listener)
 		unix.Close(s.wake[0])
 		unix.Close(s.wake[1])
 	}
-	s.mu.Unlock()
-	return nil
 }
 
 func (s *Supervisor) loop() {
 	defer close(s.done)
+	// However the loop ends, nobody answers any more: fail closed rather than leave calls waiting.
+	defer s.closeListener()
 	// One thread receives and answers: the trapped thread waits for it, so scheduler hops cost
 	// every connect of the child.
 	runtime.LockOSThread()
