@@ -29,10 +29,10 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/kubectl-tp/kubectl-tp/envcapture"
+	"github.com/kubectl-tp/kubectl-tp/expose"
 	"github.com/kubectl-tp/kubectl-tp/forward"
 	"github.com/kubectl-tp/kubectl-tp/internal/version"
 	"github.com/kubectl-tp/kubectl-tp/proxy"
-	"github.com/kubectl-tp/kubectl-tp/reverse"
 	"github.com/kubectl-tp/kubectl-tp/tunnel"
 	"github.com/kubectl-tp/kubectl-tp/volumes"
 )
@@ -320,7 +320,7 @@ func Start(ctx context.Context, opts Options) (*Session, error) {
 			ports[pm.Remote] = pm.Local
 		}
 		p.set("exposing pod ports")
-		f := &reverse.Forwarder{Client: s.client, Ports: ports, Logf: func(f string, a ...any) {
+		f := &expose.Forwarder{Client: s.client, Ports: ports, Logf: func(f string, a ...any) {
 			fmt.Fprintf(opts.Stderr, "kubectl-tp: "+f+"\n", a...)
 		}}
 		if err := f.Start(startCtx); err != nil {

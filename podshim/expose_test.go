@@ -16,11 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kubectl-tp/kubectl-tp/reverse"
+	"github.com/kubectl-tp/kubectl-tp/expose"
 	"github.com/kubectl-tp/kubectl-tp/tunnel"
 )
 
-// These tests run a Server, a tunnel.Client and a reverse.Forwarder on loopback;
+// These tests run a Server, a tunnel.Client and a expose.Forwarder on loopback;
 // exposed ports are bound to 127.0.0.1 through exposeHostKey.
 
 const revToken = "rev-token"
@@ -91,11 +91,11 @@ func localEcho(t *testing.T) int {
 }
 
 // startForwarder runs a Forwarder until the end of the test.
-func startForwarder(t *testing.T, c reverse.Client, ports map[int]int, pool int) *testnet.Log {
+func startForwarder(t *testing.T, c expose.Client, ports map[int]int, pool int) *testnet.Log {
 	t.Helper()
 	lb := &testnet.Log{}
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &reverse.Forwarder{Client: c, Ports: ports, Pool: pool, Logf: lb.Logf}
+	f := &expose.Forwarder{Client: c, Ports: ports, Pool: pool, Logf: lb.Logf}
 	if err := f.Start(ctx); err != nil {
 		cancel()
 		t.Fatalf("Start: %v", err)
@@ -414,7 +414,7 @@ func TestExposeErrors(t *testing.T) {
 	}
 
 	t.Run("Forwarder.Run reports it", func(t *testing.T) {
-		f := &reverse.Forwarder{Client: rs.client(), Ports: map[int]int{busyPort: free}}
+		f := &expose.Forwarder{Client: rs.client(), Ports: map[int]int{busyPort: free}}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		err := f.Run(ctx)

@@ -1,4 +1,4 @@
-// Package reverse carries connections made inside the cluster back to the laptop: it
+// Package expose carries connections made inside the cluster back to the laptop: it
 // is the laptop side of kubectl tp run --expose LOCAL[:REMOTE]. A [Forwarder] asks
 // podshim to listen on the REMOTE pod ports, keeps a few accept streams parked in
 // podshim, and connects every in-cluster connection handed to one of them to
@@ -8,7 +8,7 @@
 // transport that opens streams, parsing of the --expose flag, UDP, and any access
 // control: every in-cluster client that can reach the pod reaches the local port.
 // It imports nothing from k8s.io.
-package reverse
+package expose
 
 import (
 	"context"
@@ -86,11 +86,11 @@ const (
 // remotePorts validates f.Ports and returns the pod ports, sorted.
 func (f *Forwarder) remotePorts() ([]int, error) {
 	if len(f.Ports) == 0 {
-		return nil, errors.New("reverse: no ports to expose")
+		return nil, errors.New("expose: no ports to expose")
 	}
 	for remote, local := range f.Ports {
 		if local < 1 || local > 65535 {
-			return nil, fmt.Errorf("reverse: local port %d (for pod port %d) out of range 1-65535", local, remote)
+			return nil, fmt.Errorf("expose: local port %d (for pod port %d) out of range 1-65535", local, remote)
 		}
 	}
 	ports := make([]int, 0, len(f.Ports))
@@ -100,7 +100,7 @@ func (f *Forwarder) remotePorts() ([]int, error) {
 	slices.Sort(ports)
 	ports, err := tunnel.ValidatePorts(ports)
 	if err != nil {
-		return nil, fmt.Errorf("reverse: %w", err)
+		return nil, fmt.Errorf("expose: %w", err)
 	}
 	return ports, nil
 }
@@ -117,7 +117,7 @@ func (f *Forwarder) Start(ctx context.Context) error {
 	f.mu.Lock()
 	if f.state != notStarted {
 		f.mu.Unlock()
-		return errors.New("reverse: Forwarder already started")
+		return errors.New("expose: Forwarder already started")
 	}
 	f.state = started
 	f.mu.Unlock()
@@ -126,7 +126,7 @@ func (f *Forwarder) Start(ctx context.Context) error {
 	defer f.mu.Unlock()
 	if err != nil {
 		f.state = notStarted
-		return fmt.Errorf("reverse: exposing pod ports %v: %w", ports, err)
+		return fmt.Errorf("expose: exposing pod ports %v: %w", ports, err)
 	}
 	f.exposure = c
 	return nil
@@ -147,7 +147,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			return err
 		}
 	case ran:
-		return errors.New("reverse: Forwarder.Run called twice")
+		return errors.New("expose: Forwarder.Run called twice")
 	}
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
@@ -210,10 +210,10 @@ func (f *Forwarder) keepExposed(ctx context.Context) {
 				f.exposure.Close()
 				f.exposure = c
 				f.mu.Unlock()
-				f.logf("reverse: pod ports %v exposed again", ports)
+				f.logf("expose: pod ports %v exposed again", ports)
 				break
 			}
-			f.logLimited("expose", "reverse: the tunnel lost pod ports %v; exposing them again: %v", ports, err)
+			f.logLimited("expose", "expose: the tunnel lost pod ports %v; exposing them again: %v", ports, err)
 			backoff = nextBackoff(backoff)
 			if !sleep(ctx, backoff) {
 				return
@@ -232,7 +232,7 @@ func (f *Forwarder) acceptLoop(ctx context.Context, wg *sync.WaitGroup) {
 			if ctx.Err() != nil {
 				return
 			}
-			f.logLimited("accept", "reverse: waiting for in-cluster connections: %v (retrying)", err)
+			f.logLimited("accept", "expose: waiting for in-cluster connections: %v (retrying)", err)
 			backoff = nextBackoff(backoff)
 			sleep(ctx, backoff)
 			continue
@@ -248,7 +248,7 @@ func (f *Forwarder) handle(ctx context.Context, conn net.Conn, port int, peer st
 	defer conn.Close()
 	local, ok := f.Ports[port]
 	if !ok {
-		f.logLimited("unknown:"+strconv.Itoa(port), "reverse: podshim handed over a connection from %s to pod port %d, which is not exposed; resetting it", peer, port)
+		f.logLimited("unknown:"+strconv.Itoa(port), "expose: podshim handed over a connection from %s to pod port %d, which is not exposed; resetting it", peer, port)
 		return
 	}
 	dctx, cancel := context.WithTimeout(ctx, localDialTimeout)
@@ -256,9 +256,9 @@ func (f *Forwarder) handle(ctx context.Context, conn net.Conn, port int, peer st
 	cancel()
 	if err != nil {
 		if errors.Is(err, syscall.ECONNREFUSED) {
-			f.logLimited("dial:"+strconv.Itoa(local), "reverse: nothing listens on 127.0.0.1:%d; in-cluster connections to pod port %d are reset", local, port)
+			f.logLimited("dial:"+strconv.Itoa(local), "expose: nothing listens on 127.0.0.1:%d; in-cluster connections to pod port %d are reset", local, port)
 		} else {
-			f.logLimited("dial:"+strconv.Itoa(local), "reverse: cannot connect to 127.0.0.1:%d: %v; in-cluster connections to pod port %d are reset", local, err, port)
+			f.logLimited("dial:"+strconv.Itoa(local), "expose: cannot connect to 127.0.0.1:%d: %v; in-cluster connections to pod port %d are reset", local, err, port)
 		}
 		return
 	}
