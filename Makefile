@@ -20,7 +20,7 @@ KBIN ?= /var/cache/kubectl-tp/k8s-v1.34.4
 export PATH := $(KBIN):/usr/local/go/bin:$(PATH)
 E2E_TIMEOUT ?= 45m
 
-.PHONY: all build image test unit lint e2e bench demo cluster-up cluster-down cluster-status clean dist dist-test
+.PHONY: all build image test unit lint fuzz e2e bench demo cluster-up cluster-down cluster-status clean dist dist-test
 
 all: build image
 
@@ -44,9 +44,24 @@ lint:
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /tests/e2e)
 
-## test: everything: lint, unit tests, release archives checked and installed with krew, then
+## fuzz: each fuzz target for $(FUZZTIME), starting from its seed corpus (testdata/fuzz/<target>; `unit`
+## runs the seeds alone). A failing input is written to testdata/fuzz/<target>/ and fails the run.
+## -fuzzminimizetime bounds the minimising of each new input, which is slow for the archive target.
+FUZZTIME ?= 10s
+FUZZMINIMIZETIME ?= 100x
+FUZZ_TARGETS := ./tunnel/:FuzzReadFrame ./tunnel/:FuzzReadDNSMsg ./podshim/:FuzzResolve \
+	./podshim/:FuzzResolverCandidates ./capture/:FuzzResolverExchange ./envcapture/:FuzzWriteRead \
+	./envcapture/:FuzzRead ./volumes/:FuzzSyncArchive
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "$(GO) test -run '^$$' -fuzz '^$${t#*:}$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $${t%%:*}"; \
+	  $(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) \
+	    $${t%%:*} || exit 1; \
+	done
+
+## test: everything: lint, unit tests, fuzzing, release archives checked and installed with krew, then
 ## end-to-end tests on the real local cluster (started if needed)
-test: lint unit dist-test e2e
+test: lint unit fuzz dist-test e2e
 
 ## e2e: end-to-end tests against $(E2E_KUBECONFIG) (the local cluster, brought up if needed)
 e2e: build image cluster-up

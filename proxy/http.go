@@ -38,10 +38,12 @@ func (h *HTTP) Serve(ln net.Listener) error {
 	p := goproxy.NewProxyHttpServer()
 	p.Logger = httpLogger{h.Logf}
 	p.Tr = &http.Transport{
-		DialContext:           h.Dialer.DialContext,
-		Proxy:                 nil, // never chain to the laptop's own proxy
-		MaxIdleConnsPerHost:   16,
-		IdleConnTimeout:       90 * time.Second,
+		DialContext:         h.Dialer.DialContext,
+		Proxy:               nil, // never chain to the laptop's own proxy
+		MaxIdleConnsPerHost: 16,
+		// An idle upstream connection holds a tunnel stream and a connection from the pod to the
+		// Service; 20 s still serves a client's bursts (net/http's default is 90 s).
+		IdleConnTimeout:       20 * time.Second,
 		ResponseHeaderTimeout: 0,
 	}
 	p.ConnectDial = nil
