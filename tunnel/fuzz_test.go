@@ -217,17 +217,20 @@ func FuzzReadDNSMsg(f *testing.F) {
 			}
 			t.Fatalf("WriteDNSMsg of a message read: %v", err)
 		}
-		if b.Len() != 2+len(packed) {
-			t.Fatalf("WriteDNSMsg wrote %d bytes, want 2+%d", b.Len(), len(packed))
+		if !bytes.Equal(b.Bytes(), dnsFrameOf(packed)) {
+			t.Fatalf("WriteDNSMsg wrote %x, want the length and the packed message %x", b.Bytes(), packed)
 		}
 		again, err := ReadDNSMsg(&b)
+		var ue *DNSUnpackError
+		if errors.As(err, &ue) && bytes.Equal(ue.Raw, packed) {
+			// The frame arrived intact but miekg/dns cannot parse what it packed: it
+			// reads a record whose rdata is empty or cut short (RDLENGTH 0 or too small)
+			// with the missing fields zero, and packs those zeros into rdata it then
+			// refuses (an SOA or a TSIG, for instance). The reading end drops such a
+			// message as unparsable and its sender times out; nothing to check here.
+			return
+		}
 		if err != nil {
-			if emptyRdata(m) {
-				// miekg/dns reads a record with no rdata (RDLENGTH 0) of any type as that
-				// type's zero value, which it then packs into rdata it cannot read back
-				// (a TSIG, for one); podshim then drops the query as unparsable.
-				return
-			}
 			t.Fatalf("ReadDNSMsg of a written message: %v\n%v", err, m)
 		}
 		repacked, err := again.Pack()
@@ -240,14 +243,7 @@ func FuzzReadDNSMsg(f *testing.F) {
 	})
 }
 
-// emptyRdata reports whether m holds a record that arrived with RDLENGTH 0.
-func emptyRdata(m *dns.Msg) bool {
-	for _, sec := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
-		for _, rr := range sec {
-			if rr.Header().Rdlength == 0 {
-				return true
-			}
-		}
-	}
-	return false
+// dnsFrameOf prefixes b with its length, as TCP framing does.
+func dnsFrameOf(b []byte) []byte {
+	return append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)
 }

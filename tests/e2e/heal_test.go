@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kubectl-tp/kubectl-tp/tests/latency"
 )
 
 // TestRunHealsLostProxyPod deletes the proxy pod under a running session, as an eviction, a drain
@@ -141,5 +143,92 @@ func TestRunEndsWhenPodCannotBeReplaced(t *testing.T) {
 	}
 	if n := strings.Count(r.Stderr, "kubectl-tp: "); n > 8 {
 		t.Errorf("%d log lines, want a few:\n%s", n, r.Stderr)
+	}
+}
+
+// TestRunSurvivesLongOutage takes the API server away for longer than --idle-timeout: podshim,
+// hearing nothing, ends, and when the path is back the session finds its pod ended, starts a
+// replacement and the child's new connections work again.
+func TestRunSurvivesLongOutage(t *testing.T) {
+	ns := namespace(t)
+	webApp(t, ns, "web", "green")
+	lp := &latency.Proxy{Target: "127.0.0.1:6443"}
+	if err := lp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer lp.Close()
+	kcfg := kubeconfigVia(t, lp.Addr())
+	stop := filepath.Join(workDir, "outage-stop-"+randomSuffix())
+	defer os.Remove(stop)
+	script := `while [ ! -e ` + stop + ` ]; do
+  s=$(date +%s%N)
+  if out=$(curl -sf --max-time 2 http://web:8080/color); then echo "ok $s $(date +%s%N) $out"; else echo "fail $s"; fi
+  sleep 0.1
+done`
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := tpCmd(ctx, "run", "-n", ns, "--kubeconfig", kcfg, "--idle-timeout", "10s", "--quiet", "--", "sh", "-c", script)
+	stdout, stderr := new(syncBuffer), new(syncBuffer)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() { _ = os.WriteFile(stop, nil, 0o644) }()
+	okStartedAfter := func(after time.Time) (time.Time, bool) {
+		for _, m := range regexp.MustCompile(`(?m)^ok (\d+) (\d+) green$`).FindAllStringSubmatch(stdout.String(), -1) {
+			start, _ := strconv.ParseInt(m[1], 10, 64)
+			end, _ := strconv.ParseInt(m[2], 10, 64)
+			if time.Unix(0, start).After(after) {
+				return time.Unix(0, end), true
+			}
+		}
+		return time.Time{}, false
+	}
+	waitFor(t, 60*time.Second, "the child's first answer", func() error {
+		if _, ok := okStartedAfter(time.Time{}); !ok {
+			return fmt.Errorf("stderr %q", stderr.String())
+		}
+		return nil
+	})
+	pods := tpPods(t, ns)
+	if len(pods) != 1 {
+		t.Fatalf("want one proxy pod, got %v", pods)
+	}
+	pod, _, _ := strings.Cut(pods[0], "=")
+	lp.SetDown(true)
+	// The outage lasts until podshim, hearing nothing for --idle-timeout, has ended.
+	waitFor(t, 90*time.Second, "pod "+pod+" to end by itself during the outage", func() error {
+		if phase := kubectl(t, "get", "pod", "-n", ns, pod, "-o", "jsonpath={.status.phase}"); phase != "Succeeded" {
+			return fmt.Errorf("phase %s", phase)
+		}
+		return nil
+	})
+	up := time.Now()
+	lp.SetDown(false)
+	var back time.Time
+	waitFor(t, 90*time.Second, "an answer after the path came back", func() error {
+		var ok bool
+		if back, ok = okStartedAfter(up); !ok {
+			return fmt.Errorf("stderr so far: %q", stderr.String())
+		}
+		return nil
+	})
+	t.Logf("new connections worked again %.2fs after the API server was back", back.Sub(up).Seconds())
+	if err := os.WriteFile(stop, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-exited; err != nil {
+		t.Fatalf("the session did not end cleanly: %v\n%s", err, stderr.String())
+	}
+	log := stderr.String()
+	for _, want := range []string{"tunnel lost", "proxy pod " + pod + " ended", "new proxy pod " + pod + "-1 serves the session"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, log)
+		}
+	}
+	if n := strings.Count(log, "kubectl-tp: "); n > 8 {
+		t.Errorf("%d log lines for one outage, want a few:\n%s", n, log)
 	}
 }

@@ -1,8 +1,9 @@
 // Package latency is a TCP proxy for tests and benchmarks that adds a fixed delay to every chunk of
 // data in each direction (simulating round-trip time where the kernel has no netem), optionally
 // caps the bytes in flight per direction at a TCP window (so a long link has the bandwidth-delay
-// limit a real TCP connection has: at most Window bytes per round trip), and can cut all of its
-// connections at once (simulating a dropped network path).
+// limit a real TCP connection has: at most Window bytes per round trip), can cut all of its
+// connections at once (simulating a dropped network path) and refuse new ones for a while (a
+// network that is gone).
 //
 // It leaves out bandwidth shaping, congestion control, jitter and packet loss. It listens on
 // 127.0.0.1 only.
@@ -28,6 +29,7 @@ type Proxy struct {
 
 	ln    net.Listener
 	mu    sync.Mutex
+	down  bool
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup
 }
@@ -69,6 +71,13 @@ func (p *Proxy) track(c net.Conn, add bool) {
 }
 
 func (p *Proxy) handle(client net.Conn) {
+	p.mu.Lock()
+	down := p.down
+	p.mu.Unlock()
+	if down {
+		client.Close()
+		return
+	}
 	server, err := net.Dial("tcp", p.Target)
 	if err != nil {
 		client.Close()
@@ -177,6 +186,17 @@ func (p *Proxy) Cut() {
 	defer p.mu.Unlock()
 	for c := range p.conns {
 		c.Close()
+	}
+}
+
+// SetDown takes the path away (true: every connection is cut and new ones are closed at once, as
+// when the network is gone) or brings it back (false).
+func (p *Proxy) SetDown(down bool) {
+	p.mu.Lock()
+	p.down = down
+	p.mu.Unlock()
+	if down {
+		p.Cut()
 	}
 }
 
