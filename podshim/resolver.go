@@ -2,6 +2,7 @@ package podshim
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -87,6 +88,20 @@ func (s *Server) serveDNS(ctx context.Context, c net.Conn) {
 			var ue *tunnel.DNSUnpackError
 			if errors.As(err, &ue) {
 				s.logf("podshim: %v: %v", c.RemoteAddr(), err)
+				// Answer FORMERR at once: the asker is waiting for this ID.
+				if len(ue.Raw) >= 2 {
+					formErr := new(dns.Msg)
+					formErr.Id = binary.BigEndian.Uint16(ue.Raw)
+					formErr.Response, formErr.Rcode = true, dns.RcodeFormatError
+					wmu.Lock()
+					_ = c.SetWriteDeadline(time.Now().Add(requestTimeout))
+					werr := tunnel.WriteDNSMsg(c, formErr)
+					wmu.Unlock()
+					if werr != nil {
+						c.Close()
+						return
+					}
+				}
 				continue
 			}
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/kubectl-tp/kubectl-tp/internal/testnet"
 	"io"
 	"net"
 	"os"
@@ -16,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kubectl-tp/kubectl-tp/internal/testnet"
 
 	"github.com/miekg/dns"
 
@@ -552,5 +553,47 @@ func TestNoKubernetesImports(t *testing.T) {
 		if strings.HasPrefix(l, "k8s.io/") {
 			t.Errorf("podshim or tunnel depends on %s", l)
 		}
+	}
+}
+
+// malformedQuery is a correctly framed DNS message that does not parse: its question's name is a
+// compression pointer to itself. Its ID is 0x1234.
+var malformedQuery = []byte{0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0, 0x0c, 0x00, 0x01, 0x00, 0x01}
+
+// TestDNSStreamAnswersMalformedQuery: a query podshim cannot parse gets FORMERR at once, with its
+// ID, so the asker does not wait out its time-out; the stream goes on serving.
+func TestDNSStreamAnswersMalformedQuery(t *testing.T) {
+	c, _, _ := dnsSetup(t)
+	conn, err := c.Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := tunnel.WriteFrame(conn, &tunnel.Request{Op: tunnel.OpDNS, Token: testToken}); err != nil {
+		t.Fatal(err)
+	}
+	var resp tunnel.Response
+	if err := tunnel.ReadFrame(conn, &resp); err != nil || !resp.OK {
+		t.Fatalf("opening the DNS stream: %v %+v", err, resp)
+	}
+	framed := append([]byte{0, byte(len(malformedQuery))}, malformedQuery...)
+	if _, err := conn.Write(framed); err != nil {
+		t.Fatal(err)
+	}
+	m, err := tunnel.ReadDNSMsg(conn)
+	if err != nil {
+		t.Fatalf("no answer to a malformed query: %v", err)
+	}
+	if m.Id != 0x1234 || m.Rcode != dns.RcodeFormatError || !m.Response {
+		t.Fatalf("answer %v, want FORMERR with ID 0x1234", m)
+	}
+	q := new(dns.Msg).SetQuestion("web.", dns.TypeA)
+	q.Id = 7
+	if err := tunnel.WriteDNSMsg(conn, q); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := tunnel.ReadDNSMsg(conn); err != nil || m.Id != 7 {
+		t.Fatalf("the stream stopped serving after a malformed query: %v %v", m, err)
 	}
 }

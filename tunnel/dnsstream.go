@@ -90,9 +90,17 @@ func (s *dnsStream) readLoop() {
 		if err != nil {
 			var ue *DNSUnpackError
 			if errors.As(err, &ue) {
-				continue // an unparsable answer: its caller times out
+				// An answer miekg/dns cannot read (it packs some truncated records it then refuses):
+				// its caller gets SERVFAIL now rather than a time-out.
+				if len(ue.Raw) < 2 {
+					continue
+				}
+				m = new(dns.Msg)
+				m.Id = binary.BigEndian.Uint16(ue.Raw)
+				m.Response, m.Rcode = true, dns.RcodeServerFailure
+			} else {
+				break
 			}
-			break
 		}
 		s.mu.Lock()
 		ch, ok := s.pending[m.Id]

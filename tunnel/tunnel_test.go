@@ -5,11 +5,14 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 func TestFrames(t *testing.T) {
@@ -155,5 +158,36 @@ func TestClientDialContextCancelled(t *testing.T) {
 	_, err := c.DialContext(ctx, "tcp", "svc.ns:80")
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("DialContext = %v, want context.Canceled", err)
+	}
+}
+
+// TestExchangeUnparsableAnswer: an answer the laptop cannot parse becomes SERVFAIL for its query
+// at once, not a time-out.
+func TestExchangeUnparsableAnswer(t *testing.T) {
+	client, server := net.Pipe()
+	defer server.Close()
+	go func() {
+		var req Request
+		if ReadFrame(server, &req) != nil || WriteFrame(server, &Response{OK: true}) != nil {
+			return
+		}
+		q, err := ReadDNSMsg(server)
+		if err != nil {
+			return
+		}
+		// The query's ID, and a question whose name is a compression pointer to itself.
+		bad := []byte{byte(q.Id >> 8), byte(q.Id), 0x81, 0x80, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0xc0, 0x0c, 0x00, 0x01, 0x00, 0x01}
+		_, _ = server.Write(append([]byte{0, byte(len(bad))}, bad...))
+		_, _ = io.Copy(io.Discard, server)
+	}()
+	c := &Client{Open: func(context.Context) (net.Conn, error) { return client, nil }, Token: "t"}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	m, err := c.Exchange(ctx, new(dns.Msg).SetQuestion("web.", dns.TypeA))
+	if err != nil {
+		t.Fatalf("Exchange: %v (want a SERVFAIL answer at once)", err)
+	}
+	if m.Rcode != dns.RcodeServerFailure {
+		t.Fatalf("answer %v, want SERVFAIL", m)
 	}
 }
