@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -92,4 +94,17 @@ func TestSwapWatchdogRestores(t *testing.T) {
 	}
 	noWatchdogLeft(t, ns, 60*time.Second)
 	noPodsLeft(t, ns, 60*time.Second)
+	// The watchdog cannot reach the dead laptop's copy of the Deployment's volumes (secrets): the
+	// next kubectl-tp command there removes it.
+	session := strings.TrimSuffix(strings.TrimPrefix(name, "tp-"), "-watchdog")
+	stale, _ := filepath.Glob(filepath.Join(os.TempDir(), "kubectl-tp-"+session+"-*"))
+	if len(stale) != 1 {
+		t.Fatalf("want the killed session's volume copy, found %v", stale)
+	}
+	if c := tp(t, "cleanup", "-n", ns); c.Code != 0 {
+		t.Fatalf("cleanup: %s", c)
+	}
+	if _, err := os.Stat(stale[0]); !os.IsNotExist(err) {
+		t.Errorf("the killed session's volume copy %s is still there (err %v)", stale[0], err)
+	}
 }
