@@ -307,6 +307,12 @@ func FuzzResolve(f *testing.F) {
 			return
 		}
 		last := asked[len(asked)-1]
+		if last.rcode == dns.RcodeFormatError && resp.Rcode == dns.RcodeServerFailure {
+			// The nameserver could not read what miekg/dns packed (the library packs some records it
+			// then refuses) and sent a header-only FORMERR, which the client may refuse in turn:
+			// SERVFAIL is the right answer then. (Regression seed ac1143b1bcec7cb0.)
+			return
+		}
 		if resp.Rcode != last.rcode {
 			t.Fatalf("rcode %s, want the last answer's %s (asked %+v)", dns.RcodeToString[resp.Rcode], dns.RcodeToString[last.rcode], asked)
 		}
