@@ -14,6 +14,59 @@ import (
 	"github.com/kubectl-tp/kubectl-tp/tests/latency"
 )
 
+// requestingChild is a session whose child requests http://web:8080/color all the time, each on
+// a new connection, printing every outcome with the times the request started and ended, until
+// stop is called.
+type requestingChild struct {
+	stdout, stderr *syncBuffer
+	exited         chan error
+	stopFile       string
+}
+
+func startRequestingChild(t *testing.T, ns string, flags ...string) *requestingChild {
+	t.Helper()
+	c := &requestingChild{stdout: new(syncBuffer), stderr: new(syncBuffer), exited: make(chan error, 1),
+		stopFile: filepath.Join(workDir, "requesting-stop-"+randomSuffix())}
+	script := `while [ ! -e ` + c.stopFile + ` ]; do
+  s=$(date +%s%N)
+  if out=$(curl -sf --max-time 2 http://web:8080/color); then echo "ok $s $(date +%s%N) $out"; else echo "fail $s"; fi
+  sleep 0.05
+done`
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	t.Cleanup(cancel)
+	args := append(append([]string{"run", "-n", ns, "--quiet"}, flags...), "--", "sh", "-c", script)
+	cmd := tpCmd(ctx, args...)
+	cmd.Stdout, cmd.Stderr = c.stdout, c.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { c.exited <- cmd.Wait() }()
+	t.Cleanup(func() { c.stop(); os.Remove(c.stopFile) })
+	waitFor(t, 60*time.Second, "the child's first answer", func() error {
+		if _, ok := c.okStartedAfter(time.Time{}); !ok {
+			return fmt.Errorf("stdout %q, stderr %q", c.stdout.String(), c.stderr.String())
+		}
+		return nil
+	})
+	return c
+}
+
+// okStartedAfter returns when the first request started after `after` got its answer: a new
+// connection made once the old pod was gone can only have been served by its replacement.
+func (c *requestingChild) okStartedAfter(after time.Time) (time.Time, bool) {
+	for _, m := range regexp.MustCompile(`(?m)^ok (\d+) (\d+) green$`).FindAllStringSubmatch(c.stdout.String(), -1) {
+		start, _ := strconv.ParseInt(m[1], 10, 64)
+		end, _ := strconv.ParseInt(m[2], 10, 64)
+		if time.Unix(0, start).After(after) {
+			return time.Unix(0, end), true
+		}
+	}
+	return time.Time{}, false
+}
+
+// stop makes the child's loop end.
+func (c *requestingChild) stop() { _ = os.WriteFile(c.stopFile, nil, 0o644) }
+
 // TestRunHealsLostProxyPod deletes the proxy pod under a running session, as an eviction, a drain
 // or a colleague's `kubectl delete pod` would: the session says so once, starts a replacement, and
 // the child's new connections work again (goal: within 10 s of the deletion), the child still
@@ -21,44 +74,7 @@ import (
 func TestRunHealsLostProxyPod(t *testing.T) {
 	ns := namespace(t)
 	webApp(t, ns, "web", "green")
-	stop := filepath.Join(workDir, "healed-stop-"+randomSuffix())
-	defer os.Remove(stop)
-	// The child requests all the time on new connections and prints each outcome with the times
-	// the request started and ended.
-	script := `while [ ! -e ` + stop + ` ]; do
-  s=$(date +%s%N)
-  if out=$(curl -sf --max-time 2 http://web:8080/color); then echo "ok $s $(date +%s%N) $out"; else echo "fail $s"; fi
-  sleep 0.05
-done`
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := tpCmd(ctx, "run", "-n", ns, "--quiet", "--", "sh", "-c", script)
-	stdout, stderr := new(syncBuffer), new(syncBuffer)
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() { _ = os.WriteFile(stop, nil, 0o644) }()
-	// okAfter returns when the first request started after `after` got its answer: a new
-	// connection made once the old pod was gone can only have been served by its replacement.
-	okAfter := func(after time.Time) (time.Time, bool) {
-		for _, m := range regexp.MustCompile(`(?m)^ok (\d+) (\d+) green$`).FindAllStringSubmatch(stdout.String(), -1) {
-			start, _ := strconv.ParseInt(m[1], 10, 64)
-			end, _ := strconv.ParseInt(m[2], 10, 64)
-			if time.Unix(0, start).After(after) {
-				return time.Unix(0, end), true
-			}
-		}
-		return time.Time{}, false
-	}
-	waitFor(t, 60*time.Second, "the child's first answer", func() error {
-		if _, ok := okAfter(time.Time{}); !ok {
-			return fmt.Errorf("stdout %q, stderr %q", stdout.String(), stderr.String())
-		}
-		return nil
-	})
+	c := startRequestingChild(t, ns)
 	pods := tpPods(t, ns)
 	if len(pods) != 1 {
 		t.Fatalf("want one proxy pod, got %v", pods)
@@ -76,30 +92,28 @@ done`
 	var back time.Time
 	waitFor(t, 60*time.Second, "an answer through the replacement pod", func() error {
 		var ok bool
-		if back, ok = okAfter(gone); !ok {
-			return fmt.Errorf("stderr so far: %q", stderr.String())
+		if back, ok = c.okStartedAfter(gone); !ok {
+			return fmt.Errorf("stderr so far: %q", c.stderr.String())
 		}
 		return nil
 	})
 	waitFor(t, 30*time.Second, "the session to report the replacement", func() error {
-		if !strings.Contains(stderr.String(), "serves the session") {
-			return fmt.Errorf("stderr so far: %q", stderr.String())
+		if !strings.Contains(c.stderr.String(), "serves the session") {
+			return fmt.Errorf("stderr so far: %q", c.stderr.String())
 		}
 		return nil
 	})
 	took := back.Sub(deleted)
 	t.Logf("new connections worked again %.2fs after the proxy pod was deleted (%.2fs after it was gone); %d failed requests",
-		took.Seconds(), back.Sub(gone).Seconds(), strings.Count(stdout.String(), "fail "))
+		took.Seconds(), back.Sub(gone).Seconds(), strings.Count(c.stdout.String(), "fail "))
 	if took > 10*time.Second {
 		t.Errorf("new connections worked again %.1fs after the deletion; the goal is 10 s", took.Seconds())
 	}
-	if err := os.WriteFile(stop, nil, 0o644); err != nil {
-		t.Fatal(err)
+	c.stop()
+	if err := <-c.exited; err != nil {
+		t.Fatalf("the session did not end cleanly after healing: %v\n%s", err, c.stderr.String())
 	}
-	if err := <-exited; err != nil {
-		t.Fatalf("the session did not end cleanly after healing: %v\n%s", err, stderr.String())
-	}
-	log := stderr.String()
+	log := c.stderr.String()
 	for _, want := range []string{"proxy pod " + pod + " ", "starting " + pod + "-1", "new proxy pod " + pod + "-1 serves the session"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, log)
@@ -158,40 +172,7 @@ func TestRunSurvivesLongOutage(t *testing.T) {
 	}
 	defer lp.Close()
 	kcfg := kubeconfigVia(t, lp.Addr())
-	stop := filepath.Join(workDir, "outage-stop-"+randomSuffix())
-	defer os.Remove(stop)
-	script := `while [ ! -e ` + stop + ` ]; do
-  s=$(date +%s%N)
-  if out=$(curl -sf --max-time 2 http://web:8080/color); then echo "ok $s $(date +%s%N) $out"; else echo "fail $s"; fi
-  sleep 0.1
-done`
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	cmd := tpCmd(ctx, "run", "-n", ns, "--kubeconfig", kcfg, "--idle-timeout", "10s", "--quiet", "--", "sh", "-c", script)
-	stdout, stderr := new(syncBuffer), new(syncBuffer)
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() { _ = os.WriteFile(stop, nil, 0o644) }()
-	okStartedAfter := func(after time.Time) (time.Time, bool) {
-		for _, m := range regexp.MustCompile(`(?m)^ok (\d+) (\d+) green$`).FindAllStringSubmatch(stdout.String(), -1) {
-			start, _ := strconv.ParseInt(m[1], 10, 64)
-			end, _ := strconv.ParseInt(m[2], 10, 64)
-			if time.Unix(0, start).After(after) {
-				return time.Unix(0, end), true
-			}
-		}
-		return time.Time{}, false
-	}
-	waitFor(t, 60*time.Second, "the child's first answer", func() error {
-		if _, ok := okStartedAfter(time.Time{}); !ok {
-			return fmt.Errorf("stderr %q", stderr.String())
-		}
-		return nil
-	})
+	c := startRequestingChild(t, ns, "--kubeconfig", kcfg, "--idle-timeout", "10s")
 	pods := tpPods(t, ns)
 	if len(pods) != 1 {
 		t.Fatalf("want one proxy pod, got %v", pods)
@@ -210,19 +191,17 @@ done`
 	var back time.Time
 	waitFor(t, 90*time.Second, "an answer after the path came back", func() error {
 		var ok bool
-		if back, ok = okStartedAfter(up); !ok {
-			return fmt.Errorf("stderr so far: %q", stderr.String())
+		if back, ok = c.okStartedAfter(up); !ok {
+			return fmt.Errorf("stderr so far: %q", c.stderr.String())
 		}
 		return nil
 	})
 	t.Logf("new connections worked again %.2fs after the API server was back", back.Sub(up).Seconds())
-	if err := os.WriteFile(stop, nil, 0o644); err != nil {
-		t.Fatal(err)
+	c.stop()
+	if err := <-c.exited; err != nil {
+		t.Fatalf("the session did not end cleanly: %v\n%s", err, c.stderr.String())
 	}
-	if err := <-exited; err != nil {
-		t.Fatalf("the session did not end cleanly: %v\n%s", err, stderr.String())
-	}
-	log := stderr.String()
+	log := c.stderr.String()
 	for _, want := range []string{"tunnel lost", "proxy pod " + pod + " ended", "new proxy pod " + pod + "-1 serves the session"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, log)
