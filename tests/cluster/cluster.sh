@@ -35,6 +35,9 @@ NODE_NAME=tp-node
 POD_CIDR=10.244.0.0/24
 SVC_CIDR=10.96.0.0/16
 DNS_IP=10.96.0.10
+# Idle streams (port-forward, exec) are cut after this long by the kubelet and containerd, as on a
+# cluster hardened per the CIS benchmark; TestIdleStreamsSurvive proves sessions do not depend on more.
+STREAM_IDLE_TIMEOUT=30s
 SINK_BRIDGE=tp-sink
 CNI_BRIDGE=cni0
 CNI_CONF_DIR=$STATE/cni/net.d
@@ -233,6 +236,9 @@ state = "$RUN/containerd"
   address = "$CTR_SOCK"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "registry.k8s.io/pause:3.6"
+  # Hardened like a CIS-benchmark cluster: idle port-forward/exec streams are cut after 30 s
+  # (the default is 4 h, which would let a session that depends on it pass every test).
+  stream_idle_timeout = "$STREAM_IDLE_TIMEOUT"
   restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
@@ -282,6 +288,7 @@ evictionHard: {memory.available: "50Mi", nodefs.available: "1%", nodefs.inodesFr
 resolvConf: /etc/resolv.conf
 syncFrequency: 5s
 fileCheckFrequency: 5s
+streamingConnectionIdleTimeout: $STREAM_IDLE_TIMEOUT
 EOF
   cat >"$STATE/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
@@ -305,8 +312,16 @@ setup_network() {
   ip route replace "$SVC_CIDR" dev "$SINK_BRIDGE"
 }
 
+# config_fingerprint identifies what this script starts and how (the config writer, the start
+# sequence and the settings they use): a running cluster started from another fingerprint is
+# restarted, so a change such as a new kubelet setting takes effect on the next cluster-up.
+config_fingerprint() {
+  { declare -f write_configs cmd_up; echo "$STREAM_IDLE_TIMEOUT $POD_CIDR $SVC_CIDR $DNS_IP"; } | sha256sum | cut -c1-16
+}
+
 healthy() {
   [[ -f $ADMIN_KUBECONFIG ]] || return 1
+  [[ $(cat "$STATE/config-fingerprint" 2>/dev/null) == "$(config_fingerprint)" ]] || return 1
   local c
   for c in containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do running "$c" || return 1; done
   kc get --raw /readyz >/dev/null 2>&1 || return 1
@@ -332,7 +347,7 @@ cmd_up() {
     echo "E2E_KUBECONFIG=$ADMIN_KUBECONFIG"
     return 0
   fi
-  log "no healthy cluster: clearing leftovers of an earlier run"
+  log "no healthy cluster with this configuration: clearing leftovers of an earlier run"
   cmd_down quiet
   local ip; ip=$(node_ip)
   gen_pki "$ip"
@@ -377,6 +392,7 @@ cmd_up() {
   sed "s|@IMAGE@|kubectl-tp.local/coredns:$COREDNS_VERSION|; s|@DNS_IP@|$DNS_IP|" \
     "$ROOT_DIR/tests/cluster/coredns.yaml" | kc apply -f - >/dev/null
   wait_for 120 "CoreDNS answering at $DNS_IP" dns_answers
+  config_fingerprint >"$STATE/config-fingerprint"
   log "cluster ready"
   echo "E2E_KUBECONFIG=$ADMIN_KUBECONFIG"
 }
