@@ -34,6 +34,10 @@ type Child struct {
 	Stdout, Stderr io.Writer
 	// Stop, when closed, asks the child to end: SIGTERM, then SIGKILL after StopGrace.
 	Stop <-chan struct{}
+	// BeforeSignal, when set, runs on the first SIGINT, SIGTERM or SIGHUP, before that signal is
+	// passed on (a swap hands its traffic back to the cluster while the child still serves). A
+	// second signal during it is passed on at once, with the first.
+	BeforeSignal func()
 	// Capture, when set, runs the child in transparent mode under this supervisor, which Run
 	// closes when the child has exited.
 	Capture *capture.Supervisor
@@ -131,8 +135,18 @@ func (c Child) wait(cmd *exec.Cmd, sigs chan os.Signal) (int, error) {
 	go func() { done <- cmd.Wait() }()
 	stop := c.Stop
 	var kill <-chan time.Time
+	var held []os.Signal     // signals waiting for BeforeSignal
+	var before chan struct{} // closed when BeforeSignal returns; nil when not running
+	forward := func() {
+		for _, s := range held {
+			_ = cmd.Process.Signal(s)
+		}
+		held, before = nil, nil
+	}
 	for {
 		select {
+		case <-before:
+			forward()
 		case <-stop:
 			stop = nil
 			_ = cmd.Process.Signal(syscall.SIGTERM)
@@ -140,7 +154,14 @@ func (c Child) wait(cmd *exec.Cmd, sigs chan os.Signal) (int, error) {
 		case <-kill:
 			_ = cmd.Process.Kill()
 		case s := <-sigs:
-			_ = cmd.Process.Signal(s)
+			held = append(held, s)
+			if b := c.BeforeSignal; b != nil {
+				c.BeforeSignal = nil
+				before = make(chan struct{})
+				go func(done chan struct{}) { b(); close(done) }(before)
+			} else {
+				forward()
+			}
 		case err := <-done:
 			return exitCode(cmd, err)
 		}

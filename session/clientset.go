@@ -7,6 +7,7 @@ import (
 	authorizationv1 "k8s.io/client-go/kubernetes/typed/authorization/v1"
 	autoscalingv2 "k8s.io/client-go/kubernetes/typed/autoscaling/v2"
 	corev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	discoveryv1 "k8s.io/client-go/kubernetes/typed/discovery/v1"
 	rbacv1 "k8s.io/client-go/kubernetes/typed/rbac/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/flowcontrol"
@@ -32,6 +33,8 @@ type Clientset interface {
 	AutoscalingV2() autoscalingv2.AutoscalingV2Interface
 	// RbacV1 is the client of the rbac.authorization.k8s.io/v1 API group.
 	RbacV1() rbacv1.RbacV1Interface
+	// DiscoveryV1 is the client of the discovery.k8s.io/v1 API group (EndpointSlices).
+	DiscoveryV1() discoveryv1.DiscoveryV1Interface
 }
 
 // clientset is the Clientset NewClientset builds.
@@ -41,6 +44,7 @@ type clientset struct {
 	authorization *authorizationv1.AuthorizationV1Client
 	autoscaling   *autoscalingv2.AutoscalingV2Client
 	rbac          *rbacv1.RbacV1Client
+	discovery     *discoveryv1.DiscoveryV1Client
 }
 
 var _ Clientset = (*clientset)(nil)
@@ -49,6 +53,7 @@ func (c *clientset) CoreV1() corev1.CoreV1Interface                      { retur
 func (c *clientset) AppsV1() appsv1.AppsV1Interface                      { return c.apps }
 func (c *clientset) AutoscalingV2() autoscalingv2.AutoscalingV2Interface { return c.autoscaling }
 func (c *clientset) RbacV1() rbacv1.RbacV1Interface                      { return c.rbac }
+func (c *clientset) DiscoveryV1() discoveryv1.DiscoveryV1Interface       { return c.discovery }
 func (c *clientset) AuthorizationV1() authorizationv1.AuthorizationV1Interface {
 	return c.authorization
 }
@@ -85,6 +90,9 @@ func NewClientset(cfg *rest.Config) (Clientset, error) {
 		return nil, err
 	}
 	if c.rbac, err = rbacv1.NewForConfigAndClient(cfg, hc); err != nil {
+		return nil, err
+	}
+	if c.discovery, err = discoveryv1.NewForConfigAndClient(cfg, hc); err != nil {
 		return nil, err
 	}
 	return &c, nil

@@ -51,6 +51,7 @@ func TestNewClientsetCallsEachGroup(t *testing.T) {
 			return err
 		}, "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers"},
 		{"rbac/v1", func() error { _, err := cs.RbacV1().Roles("ns").List(ctx, list); return err }, "/apis/rbac.authorization.k8s.io/v1/namespaces/ns/roles"},
+		{"discovery/v1", func() error { _, err := cs.DiscoveryV1().EndpointSlices("ns").List(ctx, list); return err }, "/apis/discovery.k8s.io/v1/namespaces/ns/endpointslices"},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

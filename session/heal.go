@@ -161,6 +161,19 @@ func (s *Session) heal(ctx context.Context, name, why string, down time.Time) er
 // it and, for a swap, moves the Deployment's record to it. down is when the tunnel was lost.
 func (s *Session) replacePod(ctx context.Context, why string, down time.Time) error {
 	old := s.currentPod()
+	if s.swapped != "" {
+		// A laptop that went silent for longer than --idle-timeout (asleep, offline) finds its swap
+		// restored by the watchdog: the cluster serves again, and a new proxy pod must not take
+		// the traffic back behind the team's back. The session ends; the user may swap again.
+		gctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		d, err := s.opts.Client.AppsV1().Deployments(s.opts.Namespace).Get(gctx, s.swapped, metav1.GetOptions{})
+		cancel()
+		if err == nil {
+			if info, ok := swapInfo(d); !ok || info.Session != s.ID {
+				return fmt.Errorf("proxy pod %s %s, and deployment/%s was restored meanwhile (by its watchdog or kubectl tp cleanup); run the command again to swap it again", old, why, s.swapped)
+			}
+		}
+	}
 	s.podSeq++
 	name := fmt.Sprintf("tp-%s-%d", s.ID, s.podSeq)
 	s.logf("proxy pod %s %s; starting %s", old, why, name)

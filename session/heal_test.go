@@ -112,7 +112,7 @@ func TestReplacePodFails(t *testing.T) {
 		want      string
 	}{
 		{"no permission", "abc", forbidden, "no replacement can be created"},
-		{"swap restored by someone else", "other", nil, "no longer swapped by this session"},
+		{"swap restored by someone else", "other", nil, "was restored meanwhile"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -109,6 +109,12 @@ type Session struct {
 	removeRoot bool
 	// swapped is the Deployment this session scaled down ("" when none).
 	swapped string
+	// closeErr is what Close reported (Close runs once).
+	closeErr error
+	// handedBack is set once HandBack ran (see handover.go).
+	handedBack bool
+	// runCtx lives from the end of Start until Close.
+	runCtx context.Context
 	// watchdog is set when the swap's watchdog runs (see startWatchdog).
 	watchdog bool
 	// Exposed are the ports served back to the laptop (pod port → local port).
@@ -148,18 +154,24 @@ func (o *Options) defaults() {
 // Run starts a session, runs the child in it and tears everything down. It returns the child's
 // exit code; err is non-nil when the session itself failed (the exit code is then 1, or 127 when
 // the command was not found).
-func Run(ctx context.Context, opts Options) (int, error) {
+func Run(ctx context.Context, opts Options) (code int, runErr error) {
 	if _, err := LookPath(opts.Command[0]); err != nil {
 		return ExitCommandNotFound, err
 	}
 	s, err := Start(ctx, opts)
 	if s != nil {
-		defer s.Close()
+		// A failed clean-up (a Deployment left swapped, a pod left running) is an error of the
+		// run, whatever the child's exit code: the user must see it and the exit code say so.
+		defer func() {
+			if cerr := s.Close(); cerr != nil {
+				code, runErr = max(code, 1), errors.Join(runErr, cerr)
+			}
+		}()
 	}
 	if err != nil {
 		return 1, err
 	}
-	child := Child{Argv: opts.Command, Stdin: opts.Stdin, Stdout: opts.Stdout, Stderr: opts.Stderr, Stop: s.Lost()}
+	child := Child{Argv: opts.Command, Stdin: opts.Stdin, Stdout: opts.Stdout, Stderr: opts.Stderr, Stop: s.Lost(), BeforeSignal: s.HandBack}
 	base := envcapture.Merge(os.Environ(), s.Captured)
 	if t := s.transparent; t != nil {
 		child.Env = TransparentEnv(base, s.Endpoints, t.ranges)
@@ -167,7 +179,11 @@ func Run(ctx context.Context, opts Options) (int, error) {
 	} else {
 		child.Env = ChildEnv(base, s.Endpoints)
 	}
-	code, err := child.Run()
+	if s.swapped != "" {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.SwitchTraffic() }()
+	}
+	code, err = child.Run()
 	if lerr := s.LostErr(); lerr != nil && err == nil {
 		return max(code, 1), lerr
 	}
@@ -220,6 +236,9 @@ func Start(ctx context.Context, opts Options) (*Session, error) {
 		}
 		pod = podFromTemplate(spec, tpl, c, opts.From.Kind+"/"+opts.From.Name+":"+c.Name)
 		if opts.Swap != nil {
+			if w := swapWarning(opts.Swap.Name, &tpl.Spec); w != "" {
+				fmt.Fprintf(opts.Stderr, "kubectl-tp: warning: %s\n", w)
+			}
 			keepLabels(pod, tpl)
 			s.Exposed = exposedPorts(c, opts.Expose)
 		}
@@ -229,6 +248,10 @@ func Start(ctx context.Context, opts Options) (*Session, error) {
 	}
 	exposePorts(pod, s.Exposed)
 	s.podTemplate = pod.DeepCopy()
+	if opts.Swap != nil {
+		// Created outside the Services; SwitchTraffic adds it once the local app listens.
+		pod.Labels = ownLabels(pod.Labels)
+	}
 	if opts.Swap != nil {
 		if w := hpaWarning(ctx, opts.Client, opts.Namespace, opts.Swap.Name); w != "" {
 			fmt.Fprintf(opts.Stderr, "kubectl-tp: warning: %s\n", w)
@@ -293,7 +316,7 @@ func Start(ctx context.Context, opts Options) (*Session, error) {
 	}
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel = cancel
+	s.cancel, s.runCtx = cancel, runCtx
 	s.wg.Add(2)
 	go s.heartbeat(runCtx)
 	go s.watchPod(runCtx)
@@ -330,16 +353,11 @@ func Start(ctx context.Context, opts Options) (*Session, error) {
 		go func() { defer s.wg.Done(); _ = f.Run(runCtx) }()
 	}
 	if s.swapped != "" {
-		p.set("waiting for the Service to select pod " + s.PodName)
+		p.set("waiting for pod " + s.PodName + " to be ready")
 		if err := waitPodReady(startCtx, opts.Client, opts.Namespace, s.PodName); err != nil {
 			return s, fmt.Errorf("proxy pod %s did not become ready: %w", s.PodName, err)
 		}
-		p.set("starting the swap's watchdog")
-		s.startWatchdog(startCtx)
-		p.set("scaling deployment/" + s.swapped + " to 0")
-		if err := scaleDown(startCtx, opts.Client, opts.Namespace, s.swapped, id); err != nil {
-			return s, err
-		}
+		// The traffic itself moves once the child listens: see SwitchTraffic.
 	}
 	p.stop()
 	if !opts.Quiet {
@@ -365,7 +383,7 @@ func (s *Session) hello(ctx context.Context) (*tunnel.HelloInfo, error) {
 			return h, nil
 		}
 		last = err
-		if de := (*tunnel.DialError)(nil); errors.As(err, &de) && de.Code == tunnel.CodeAuth {
+		if de := (*tunnel.RemoteError)(nil); errors.As(err, &de) && de.Code == tunnel.CodeAuth {
 			return nil, err
 		}
 		select {
@@ -401,7 +419,7 @@ func (s *Session) serve(ctx context.Context) error {
 		javaLn.Close()
 	} else {
 		e.JavaSOCKS = javaLn.Addr().String()
-		javaSocks := &proxy.SOCKS5{Dialer: s.client, Logf: logf}
+		javaSocks := &proxy.SOCKS5{Dialer: s.client, NoAuth: true, Logf: logf}
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); _ = javaSocks.Serve(javaOnly) }()
 	}
@@ -460,10 +478,12 @@ func (s *Session) Close() error {
 				fmt.Fprintf(s.opts.Stderr, "kubectl-tp: removing the local copy of the volumes at %s: %v\n", s.mirror.Root, rerr)
 			}
 		}
+		var errs []error
 		if s.swapped != "" {
 			if _, rerr := RestoreDeployment(s.opts.Client, s.opts.Namespace, s.swapped, s.ID); rerr != nil {
-				err = fmt.Errorf("restoring deployment/%s: %w (run: kubectl tp cleanup -n %s)", s.swapped, rerr, s.opts.Namespace)
-				fmt.Fprintf(s.opts.Stderr, "kubectl-tp: %v\n", err)
+				rerr = fmt.Errorf("restoring deployment/%s: %w (run: kubectl tp cleanup -n %s)", s.swapped, rerr, s.opts.Namespace)
+				fmt.Fprintf(s.opts.Stderr, "kubectl-tp: %v\n", rerr)
+				errs = append(errs, rerr)
 			} else if s.watchdog {
 				// Restored: the watchdog has nothing left to guard. (After a failed restore it stays,
 				// and restores once the proxy pod is gone.)
@@ -472,14 +492,16 @@ func (s *Session) Close() error {
 		}
 		if s.podMade {
 			name := s.currentPod()
-			err = deletePod(s.opts.Client, s.opts.Namespace, name)
-			if err != nil {
-				err = fmt.Errorf("deleting proxy pod %s/%s: %w (delete it with: kubectl delete pod -n %s %s)", s.opts.Namespace, name, err, s.opts.Namespace, name)
-				fmt.Fprintf(s.opts.Stderr, "kubectl-tp: %v\n", err)
+			if derr := deletePod(s.opts.Client, s.opts.Namespace, name); derr != nil {
+				derr = fmt.Errorf("deleting proxy pod %s/%s: %w (delete it with: kubectl delete pod -n %s %s)", s.opts.Namespace, name, derr, s.opts.Namespace, name)
+				fmt.Fprintf(s.opts.Stderr, "kubectl-tp: %v\n", derr)
+				errs = append(errs, derr)
 			}
 		}
+		err = errors.Join(errs...)
+		s.closeErr = err
 	})
-	return err
+	return s.closeErr
 }
 
 func randomHex(n int) string {

@@ -21,6 +21,7 @@ func TestLinksOnlyTheClientsItCalls(t *testing.T) {
 		"k8s.io/client-go/kubernetes/typed/authorization/v1": true,
 		"k8s.io/client-go/kubernetes/typed/autoscaling/v2":   true,
 		"k8s.io/client-go/kubernetes/typed/rbac/v1":          true,
+		"k8s.io/client-go/kubernetes/typed/discovery/v1":     true,
 	}
 	seen := 0
 	for _, p := range strings.Fields(string(out)) {

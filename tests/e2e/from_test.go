@@ -144,7 +144,6 @@ echo "SERVICE_HOST=$KUBERNETES_SERVICE_HOST"
 	if fi, err := os.Stat(envFile); err == nil && fi.Mode().Perm() != 0o600 {
 		t.Errorf("env file mode %o, want 600", fi.Mode().Perm())
 	}
-	// The proxy pod must not have been selected by the Deployment's Service labels.
 	noPodsLeft(t, ns, 30*time.Second)
 }
 

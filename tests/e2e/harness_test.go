@@ -503,3 +503,55 @@ func userFile(t *testing.T, name, content string) string {
 	t.Cleanup(func() { _ = os.Remove(path) })
 	return path
 }
+
+// signalRounds is how many rounds a signal test runs: def, or E2E_SIGNAL_ROUNDS, which must be a
+// positive number (a loop of 0 rounds would pass without testing anything).
+func signalRounds(t *testing.T, def int) int {
+	t.Helper()
+	s := os.Getenv("E2E_SIGNAL_ROUNDS")
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		t.Fatalf("E2E_SIGNAL_ROUNDS=%q: want a positive number of rounds", s)
+	}
+	return n
+}
+
+// signalTree sends sig to pid and to every process descended from it, as a laptop that dies or
+// sleeps would stop them all: kubectl-tp runs its child in a process group of its own, so a
+// signal to kubectl-tp's group alone would leave the child running (and holding its ports).
+func signalTree(t *testing.T, pid int, sig syscall.Signal) {
+	t.Helper()
+	parents := map[int][]int{}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// The fields after the command name (in parentheses, which may hold spaces): state, ppid.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		if ppid, err := strconv.Atoi(f[1]); err == nil {
+			parents[ppid] = append(parents[ppid], child)
+		}
+	}
+	tree := []int{pid}
+	for i := 0; i < len(tree); i++ {
+		tree = append(tree, parents[tree[i]]...)
+	}
+	for _, p := range tree {
+		_ = syscall.Kill(p, sig)
+	}
+}

@@ -67,62 +67,75 @@ func (c *requestingChild) okStartedAfter(after time.Time) (time.Time, bool) {
 // stop makes the child's loop end.
 func (c *requestingChild) stop() { _ = os.WriteFile(c.stopFile, nil, 0o644) }
 
-// TestRunHealsLostProxyPod deletes the proxy pod under a running session, as an eviction, a drain
-// or a colleague's `kubectl delete pod` would: the session says so once, starts a replacement, and
-// the child's new connections work again (goal: within 10 s of the deletion), the child still
-// running. The logs stay quiet: a few lines for the incident, not one per retry.
+// TestRunHealsLostProxyPod loses the proxy pod under a running session in the ways a shared
+// cluster does (a colleague's `kubectl delete pod`; an eviction through the Eviction API, as a node
+// drain or preemption does): the session says so once, starts a replacement, and the child's new
+// connections work again, the child still running (goal: within 10 s of the loss; the time is
+// logged, not asserted). The logs stay quiet: a few lines for the incident, not one per retry.
 func TestRunHealsLostProxyPod(t *testing.T) {
-	ns := namespace(t)
-	webApp(t, ns, "web", "green")
-	c := startRequestingChild(t, ns)
-	pods := tpPods(t, ns)
-	if len(pods) != 1 {
-		t.Fatalf("want one proxy pod, got %v", pods)
+	tests := []struct {
+		name string
+		lose func(t *testing.T, ns, pod string)
+	}{
+		{"deleted", func(t *testing.T, ns, pod string) { kubectl(t, "delete", "pod", "-n", ns, pod, "--wait=false") }},
+		{"evicted", func(t *testing.T, ns, pod string) {
+			eviction := fmt.Sprintf(`{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":%q,"namespace":%q}}`, pod, ns)
+			if out, err := kubectlIn(eviction, "create", "--raw", "/api/v1/namespaces/"+ns+"/pods/"+pod+"/eviction", "-f", "-"); err != nil {
+				t.Fatalf("evicting %s: %v: %s", pod, err, out)
+			}
+		}},
 	}
-	pod, _, _ := strings.Cut(pods[0], "=")
-	deleted := time.Now()
-	kubectl(t, "delete", "pod", "-n", ns, pod, "--wait=false")
-	waitFor(t, 60*time.Second, "pod "+pod+" to be gone", func() error {
-		if out, err := kubectlErr("get", "pod", "-n", ns, pod); err == nil {
-			return fmt.Errorf("still there: %s", out)
-		}
-		return nil
-	})
-	gone := time.Now()
-	var back time.Time
-	waitFor(t, 60*time.Second, "an answer through the replacement pod", func() error {
-		var ok bool
-		if back, ok = c.okStartedAfter(gone); !ok {
-			return fmt.Errorf("stderr so far: %q", c.stderr.String())
-		}
-		return nil
-	})
-	waitFor(t, 30*time.Second, "the session to report the replacement", func() error {
-		if !strings.Contains(c.stderr.String(), "serves the session") {
-			return fmt.Errorf("stderr so far: %q", c.stderr.String())
-		}
-		return nil
-	})
-	took := back.Sub(deleted)
-	t.Logf("new connections worked again %.2fs after the proxy pod was deleted (%.2fs after it was gone); %d failed requests",
-		took.Seconds(), back.Sub(gone).Seconds(), strings.Count(c.stdout.String(), "fail "))
-	if took > 10*time.Second {
-		t.Errorf("new connections worked again %.1fs after the deletion; the goal is 10 s", took.Seconds())
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ns := namespace(t)
+			webApp(t, ns, "web", "green")
+			c := startRequestingChild(t, ns)
+			pods := tpPods(t, ns)
+			if len(pods) != 1 {
+				t.Fatalf("want one proxy pod, got %v", pods)
+			}
+			pod, _, _ := strings.Cut(pods[0], "=")
+			lost := time.Now()
+			tt.lose(t, ns, pod)
+			waitFor(t, 60*time.Second, "pod "+pod+" to be gone", func() error {
+				if out, err := kubectlErr("get", "pod", "-n", ns, pod); err == nil {
+					return fmt.Errorf("still there: %s", out)
+				}
+				return nil
+			})
+			gone := time.Now()
+			var back time.Time
+			waitFor(t, 60*time.Second, "an answer through the replacement pod", func() error {
+				var ok bool
+				if back, ok = c.okStartedAfter(gone); !ok {
+					return fmt.Errorf("stderr so far: %q", c.stderr.String())
+				}
+				return nil
+			})
+			waitFor(t, 30*time.Second, "the session to report the replacement", func() error {
+				if !strings.Contains(c.stderr.String(), "serves the session") {
+					return fmt.Errorf("stderr so far: %q", c.stderr.String())
+				}
+				return nil
+			})
+			t.Logf("%s: new connections worked again %.2fs after the loss (%.2fs after the pod was gone; goal 10 s); %d failed requests",
+				tt.name, back.Sub(lost).Seconds(), back.Sub(gone).Seconds(), strings.Count(c.stdout.String(), "fail "))
+			c.stop()
+			if err := <-c.exited; err != nil {
+				t.Fatalf("the session did not end cleanly after healing: %v\n%s", err, c.stderr.String())
+			}
+			log := c.stderr.String()
+			for _, want := range []string{"proxy pod " + pod + " ", "starting " + pod + "-1", "new proxy pod " + pod + "-1 serves the session"} {
+				if !strings.Contains(log, want) {
+					t.Errorf("stderr lacks %q:\n%s", want, log)
+				}
+			}
+			if n := strings.Count(log, "kubectl-tp: "); n > 8 {
+				t.Errorf("%d log lines for one lost pod, want a few (one per state change):\n%s", n, log)
+			}
+			noPodsLeft(t, ns, 30*time.Second)
+		})
 	}
-	c.stop()
-	if err := <-c.exited; err != nil {
-		t.Fatalf("the session did not end cleanly after healing: %v\n%s", err, c.stderr.String())
-	}
-	log := c.stderr.String()
-	for _, want := range []string{"proxy pod " + pod + " ", "starting " + pod + "-1", "new proxy pod " + pod + "-1 serves the session"} {
-		if !strings.Contains(log, want) {
-			t.Errorf("stderr lacks %q:\n%s", want, log)
-		}
-	}
-	if n := strings.Count(log, "kubectl-tp: "); n > 8 {
-		t.Errorf("%d log lines for one lost pod, want a few (one per state change):\n%s", n, log)
-	}
-	noPodsLeft(t, ns, 30*time.Second)
 }
 
 // TestRunEndsWhenPodCannotBeReplaced deletes the session's namespace: no replacement proxy pod can

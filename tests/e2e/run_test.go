@@ -168,7 +168,7 @@ func TestRunKilledClientPodStops(t *testing.T) {
 	}
 	name := strings.SplitN(pods[0], "=", 2)[0]
 	killed := time.Now()
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	signalTree(t, cmd.Process.Pid, syscall.SIGKILL)
 	_ = cmd.Wait()
 	waitFor(t, 60*time.Second, "pod "+name+" to complete by itself", func() error {
 		phase := kubectl(t, "get", "pod", "-n", ns, name, "-o", "jsonpath={.status.phase}")
@@ -189,10 +189,7 @@ func TestRunKilledClientPodStops(t *testing.T) {
 func TestRunSignalsDuringStartup(t *testing.T) {
 	ns := namespace(t)
 	sigs := []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}
-	rounds := 20
-	if s := os.Getenv("E2E_SIGNAL_ROUNDS"); s != "" {
-		_, _ = fmt.Sscan(s, &rounds)
-	}
+	rounds := signalRounds(t, 20)
 	for i := range rounds {
 		sig := sigs[i%len(sigs)]
 		delay := time.Duration(rand.IntN(2500)) * time.Millisecond

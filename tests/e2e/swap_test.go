@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -18,6 +17,13 @@ import (
 // makes requests from inside the cluster.
 func swapApp(t *testing.T, ns, name string) int {
 	t.Helper()
+	return swapAppArgs(t, ns, name)
+}
+
+// swapAppArgs is swapApp with extra arguments for the app's containers.
+func swapAppArgs(t *testing.T, ns, name string, extra ...string) int {
+	t.Helper()
+	args := yamlArgs(`"-http=:38080", "-health=:39000", "-https=", "-echo="`, extra)
 	apply(t, ns, fmt.Sprintf(`
 apiVersion: v1
 kind: ConfigMap
@@ -38,7 +44,7 @@ spec:
       - name: app
         image: %[2]s
         imagePullPolicy: IfNotPresent
-        args: ["-http=:38080", "-health=:39000", "-https=", "-echo="]
+        args: [%[3]s]
         env: [{name: COLOR, value: green}]
         envFrom: [{configMapRef: {name: %[1]s-config}}]
         ports: [{name: http, containerPort: 38080}, {name: health, containerPort: 39000}]
@@ -53,23 +59,9 @@ metadata: {name: %[1]s}
 spec:
   selector: {app: %[1]s}
   ports: [{name: http, port: 80, targetPort: 38080}, {name: health, port: 39000}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: %[1]s-client}
-spec:
-  securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
-  containers:
-  - name: app
-    image: %[2]s
-    imagePullPolicy: IfNotPresent
-    args: ["-http=:8080", "-https=", "-echo=", "-health=:8081"]
-    readinessProbe: {httpGet: {path: /healthz, port: 8081}, periodSeconds: 1}
-    securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}, readOnlyRootFilesystem: true}
-`, name, testappImage))
+`, name, testappImage, args))
 	kubectl(t, "rollout", "status", "-n", ns, "deployment/"+name, "--timeout=120s")
-	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "pod/"+name+"-client", "--timeout=120s")
-	client := portForward(t, ns, "pod/"+name+"-client", 8080)
+	client := clientPod(t, ns, name+"-client")
 	// A rolled-out Deployment is not yet a programmed Service: wait until kube-proxy routes it.
 	waitFor(t, 30*time.Second, "Service "+name+" to answer in the cluster", func() error {
 		if got := inCluster(t, client, "http://"+name+"/color"); got != "green" {
@@ -78,6 +70,37 @@ spec:
 		return nil
 	})
 	return client
+}
+
+// yamlArgs appends extra, quoted, to base, the items of a YAML flow sequence.
+func yamlArgs(base string, extra []string) string {
+	for _, a := range extra {
+		base += fmt.Sprintf(", %q", a)
+	}
+	return base
+}
+
+// clientPod starts the test app as pod ns/name, an in-cluster HTTP client, and returns the local
+// port of a port-forward to it: GET /fetch?url=U there fetches U from inside the cluster.
+func clientPod(t *testing.T, ns, name string, extra ...string) int {
+	t.Helper()
+	args := yamlArgs(`"-http=:8080", "-https=", "-echo=", "-health=:8081"`, extra)
+	apply(t, ns, fmt.Sprintf(`
+apiVersion: v1
+kind: Pod
+metadata: {name: %s}
+spec:
+  securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
+  containers:
+  - name: app
+    image: %s
+    imagePullPolicy: IfNotPresent
+    args: [%s]
+    readinessProbe: {httpGet: {path: /healthz, port: 8081}, periodSeconds: 1}
+    securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}, readOnlyRootFilesystem: true}
+`, name, testappImage, args))
+	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "pod/"+name, "--timeout=120s")
+	return portForward(t, ns, "pod/"+name, 8080)
 }
 
 // inCluster fetches url from inside the cluster (through the client pod) and returns the body, or
@@ -115,7 +138,7 @@ func TestSwapDeployment(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := tpCmd(ctx, "run", "-n", ns, "--swap-deployment", "api", "--", "sh", "-c", script)
-	var stderr bytes.Buffer
+	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
@@ -163,7 +186,8 @@ func TestSwapDeployment(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := inCluster(t, client, tc.url); got != tc.want {
-				t.Fatalf("GET %s from the cluster = %q, want %q", tc.url, got, tc.want)
+				slices, _ := kubectlErr("get", "endpointslices,pods", "-n", ns, "-o", "wide")
+				t.Fatalf("GET %s from the cluster = %q, want %q\n%s\n%s", tc.url, got, tc.want, slices, stderr.String())
 			}
 		})
 	}
@@ -192,14 +216,14 @@ func TestSwapCrashThenCleanup(t *testing.T) {
 	swapApp(t, ns, "api")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := tpCmd(ctx, "run", "-n", ns, "--swap-deployment", "api", "--", "sleep", "600")
-	var stderr bytes.Buffer
+	cmd := tpCmd(ctx, "run", "-n", ns, "--swap-deployment", "api", "--", "sh", "-c", "exec "+localApp(""))
+	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "the swap session to start", func() error {
-		if !strings.Contains(stderr.String(), "kubectl-tp: session ") {
+	waitFor(t, 60*time.Second, "the swap to take the Deployment's traffic", func() error {
+		if !strings.Contains(stderr.String(), "scaled to 0") {
 			return fmt.Errorf("stderr: %q", stderr.String())
 		}
 		return nil
@@ -222,7 +246,7 @@ func TestSwapCrashThenCleanup(t *testing.T) {
 	// cleanup.
 	kubectl(t, "delete", "serviceaccount", "-n", ns, "tp-"+session+"-watchdog")
 	noWatchdogLeft(t, ns, 60*time.Second)
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	signalTree(t, cmd.Process.Pid, syscall.SIGKILL)
 	_ = cmd.Wait()
 	// The killed session could not remove its copy of the Deployment's volumes (secrets).
 	stale, _ := filepath.Glob(filepath.Join(os.TempDir(), "kubectl-tp-"+session+"-*"))
@@ -258,10 +282,7 @@ func TestSwapCrashThenCleanup(t *testing.T) {
 func TestSwapSignals(t *testing.T) {
 	ns := namespace(t)
 	swapApp(t, ns, "api")
-	rounds := 30
-	if s := os.Getenv("E2E_SIGNAL_ROUNDS"); s != "" {
-		_, _ = fmt.Sscan(s, &rounds)
-	}
+	rounds := signalRounds(t, 30)
 	sigs := []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}
 	for i := range rounds {
 		sig := sigs[i%len(sigs)]
@@ -295,8 +316,13 @@ func TestExposeRestrictedPort80(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := tpCmd(ctx, "run", "-n", ns, "--quiet", "--expose", "38080:80", "--expose", "38099:8099", "--", "sh", "-c", script)
-	var stderr bytes.Buffer
+	var stderr syncBuffer
 	cmd.Stderr = &stderr
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the session's stderr:\n%s", stderr.String())
+		}
+	})
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -35,18 +35,19 @@ func noWatchdogLeft(t *testing.T, ns string, timeout time.Duration) {
 // annotations) once the proxy pod has ended by itself, within 60 s of the session going silent,
 // and then every object of the watchdog is garbage-collected. Its Role names only what it needs.
 func TestSwapWatchdogRestores(t *testing.T) {
+	t.Parallel()
 	ns := namespace(t)
 	swapApp(t, ns, "api")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := tpCmd(ctx, "run", "-n", ns, "--swap-deployment", "api", "--idle-timeout", "10s", "--", "sleep", "600")
+	cmd := tpCmd(ctx, "run", "-n", ns, "--swap-deployment", "api", "--idle-timeout", "10s", "--", "sh", "-c", "exec "+localApp(""))
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "the swap session to start", func() error {
-		if !strings.Contains(stderr.String(), "kubectl-tp: session ") {
+	waitFor(t, 60*time.Second, "the swap to take the Deployment's traffic", func() error {
+		if !strings.Contains(stderr.String(), "scaled to 0") {
 			return fmt.Errorf("stderr: %q", stderr.String())
 		}
 		return nil
@@ -76,7 +77,7 @@ func TestSwapWatchdogRestores(t *testing.T) {
 		return nil
 	})
 	killed := time.Now()
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	signalTree(t, cmd.Process.Pid, syscall.SIGKILL)
 	_ = cmd.Wait()
 	waitFor(t, 90*time.Second, "the watchdog to restore deployment/api", func() error {
 		if got := replicas(t, ns, "api"); got != "2 " {
@@ -107,4 +108,67 @@ func TestSwapWatchdogRestores(t *testing.T) {
 	if _, err := os.Stat(stale[0]); !os.IsNotExist(err) {
 		t.Errorf("the killed session's volume copy %s is still there (err %v)", stale[0], err)
 	}
+}
+
+// TestSwapResumedAfterRestore stops a swapping session (SIGSTOP: a laptop that went to sleep) until
+// its watchdog has restored the Deployment, then lets it go on (SIGCONT): the session must not take
+// the traffic back. It says the Deployment was restored, ends with a non-zero exit code, and leaves
+// the Deployment restored, with no proxy pod and no watchdog behind.
+func TestSwapResumedAfterRestore(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	client := swapApp(t, ns, "api")
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	// Other local ports than TestSwapWatchdogRestores, which runs at the same time.
+	cmd := tpCmd(ctx, "run", "-n", ns, "--swap-deployment", "api", "--idle-timeout", "10s", "--expose", "38180:38080", "--expose", "39100:39000",
+		"--", "sh", "-c", "exec "+localApp("-http=127.0.0.1:38180 -health=127.0.0.1:39100"))
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer signalTree(t, cmd.Process.Pid, syscall.SIGKILL)
+	waitFor(t, 60*time.Second, "the swap to take the Deployment's traffic", func() error {
+		if !strings.Contains(stderr.String(), "scaled to 0") {
+			return fmt.Errorf("stderr: %q", stderr.String())
+		}
+		return nil
+	})
+	signalTree(t, cmd.Process.Pid, syscall.SIGSTOP)
+	asleep := time.Now()
+	waitFor(t, 90*time.Second, "the watchdog to restore deployment/api", func() error {
+		if got := replicas(t, ns, "api"); got != "2 " {
+			return fmt.Errorf("replicas and session: %q", got)
+		}
+		return nil
+	})
+	restored := time.Since(asleep)
+	signalTree(t, cmd.Process.Pid, syscall.SIGCONT)
+	var err error
+	select {
+	case err = <-exited:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("the resumed session did not end:\n%s", stderr.String())
+	}
+	if err == nil {
+		t.Errorf("the resumed session exited 0; want non-zero after losing its swap:\n%s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "deployment/api was restored meanwhile") {
+		t.Errorf("the session did not say its swap was restored:\n%s", stderr.String())
+	}
+	if got := replicas(t, ns, "api"); got != "2 " {
+		t.Errorf("after the resumed session ended: replicas and session = %q, want 2 and no annotation", got)
+	}
+	noPodsLeft(t, ns, 60*time.Second)
+	noWatchdogLeft(t, ns, 60*time.Second)
+	waitFor(t, 60*time.Second, "the Service to answer green", func() error {
+		if got := inCluster(t, client, "http://api/color"); got != "green" {
+			return fmt.Errorf("got %q", got)
+		}
+		return nil
+	})
+	t.Logf("restored %.1fs after the session went silent (--idle-timeout 10s); the resumed session ended: %v", restored.Seconds(), err)
 }

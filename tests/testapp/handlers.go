@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -21,12 +22,11 @@ const (
 	maxMiB = 64 << 10
 )
 
-// mib is the reusable buffer /bytes writes from.
+// mib is the reusable buffer /bytes writes from: pseudo-random bytes (a fixed ChaCha8 seed), so
+// that no compression on the path can flatter a throughput measurement.
 var mib = func() []byte {
 	b := make([]byte, 1<<20)
-	for i := range b {
-		b[i] = byte('a' + i%26)
-	}
+	_, _ = rand.NewChaCha8([32]byte{'k', 't', 'p'}).Read(b)
 	return b
 }()
 
@@ -35,6 +35,8 @@ type app struct {
 	hostname string
 	color    string
 	caPEM    []byte
+	// probe, when set, is served at GET /probe.
+	probe *prober
 }
 
 // handler returns the endpoints served on the plain and TLS ports.
@@ -52,6 +54,9 @@ func (a *app) handler() http.Handler {
 	})
 	mux.HandleFunc("GET /peer", handlePeer)
 	mux.HandleFunc("GET /healthz", handleHealthz)
+	if a.probe != nil {
+		mux.Handle("GET /probe", a.probe)
+	}
 	mux.HandleFunc("GET /ca.pem", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		w.Write(a.caPEM)

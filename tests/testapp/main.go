@@ -51,6 +51,9 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) (co
 	fs.StringVar(&cfg.healthAddr, "health", ":8081", "health-check HTTP listen `address` (empty disables)")
 	fs.StringVar(&names, "tls-names", "localhost", "comma-separated DNS `names` and IPs of the TLS certificate")
 	fs.StringVar(&cfg.color, "color", envOr(getenv, "COLOR", "green"), "`color` served at /color (env COLOR)")
+	fs.DurationVar(&cfg.drain, "drain", 0, "keep serving this `long` after SIGTERM before shutting down (as an app with a preStop delay does)")
+	fs.StringVar(&cfg.probeURL, "probe", "", "request this `URL` every -probe-every, each on a new connection, and serve the counts at GET /probe (?reset=1 restarts them)")
+	fs.DurationVar(&cfg.probeEvery, "probe-every", 50*time.Millisecond, "the probe's `interval`")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -88,6 +91,10 @@ func run(cfg config) error {
 	var serveErr error
 	select {
 	case <-ctx.Done():
+		if cfg.drain > 0 {
+			log.Printf("testapp: signal received, serving %s more before shutting down", cfg.drain)
+			time.Sleep(cfg.drain)
+		}
 		log.Print("testapp: signal received, shutting down")
 	case serveErr = <-s.errc:
 	}

@@ -16,6 +16,11 @@ type config struct {
 	httpAddr, httpsAddr, echoAddr, healthAddr string
 	tlsNames                                  []string
 	color                                     string
+	// drain is how long the app keeps serving after SIGTERM; 0 shuts down at once.
+	drain time.Duration
+	// probeURL, when set, is requested every probeEvery (see prober).
+	probeURL   string
+	probeEvery time.Duration
 }
 
 // servers are the running listeners of one testapp.
@@ -25,8 +30,9 @@ type servers struct {
 	// errc receives the first error of a server that stopped on its own.
 	errc chan error
 
-	https []*http.Server
-	echo  *echoServer
+	https     []*http.Server
+	echo      *echoServer
+	stopProbe context.CancelFunc
 }
 
 // start listens on every configured address and serves in the background.
@@ -41,6 +47,12 @@ func start(cfg config) (*servers, error) {
 	}
 	a := &app{hostname: host, color: cfg.color, caPEM: caPEM}
 	s := &servers{errc: make(chan error, 4)}
+	if cfg.probeURL != "" {
+		a.probe = newProber(cfg.probeURL, cfg.probeEvery)
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stopProbe = cancel
+		go a.probe.run(ctx)
+	}
 	ok := false
 	defer func() {
 		if !ok {
@@ -107,6 +119,9 @@ func start(cfg config) (*servers, error) {
 // shutdown stops accepting, lets open HTTP requests finish within ctx and closes echo connections.
 func (s *servers) shutdown(ctx context.Context) error {
 	var errs []error
+	if s.stopProbe != nil {
+		s.stopProbe()
+	}
 	if s.echo != nil {
 		s.echo.close()
 	}
