@@ -430,7 +430,7 @@ func (s *Supervisor) redirect(sock int, v6 bool, dest string, up net.Conn) unix.
 
 // dialErrno is the errno a blocking connect returns for a failed tunnel dial.
 func dialErrno(err error) unix.Errno {
-	var de *tunnel.DialError
+	var de *tunnel.RemoteError
 	if errors.As(err, &de) {
 		switch de.Code {
 		case tunnel.CodeTimeout:

@@ -153,7 +153,7 @@ func (f *fakeTunnel) DialContext(ctx context.Context, network, addr string) (net
 	f.seen = append(f.seen, addr)
 	f.mu.Unlock()
 	if strings.HasPrefix(addr, "refused.test:") || strings.HasPrefix(addr, "10.96.7.7:") {
-		return nil, &tunnel.DialError{Code: tunnel.CodeRefused, Msg: "connection refused"}
+		return nil, &tunnel.RemoteError{Code: tunnel.CodeRefused, Msg: "connection refused"}
 	}
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", f.echo)

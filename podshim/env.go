@@ -46,7 +46,7 @@ func (s *Server) serveEnv(c net.Conn) {
 	if len(b) > tunnel.MaxFrameSize {
 		msg := fmt.Sprintf("the pod's environment (%d variables, %d bytes encoded) is larger than the %d-byte frame limit",
 			len(out), len(b), tunnel.MaxFrameSize)
-		s.logf("podshim: %v: env: %s", c.RemoteAddr(), msg)
+		s.logf("%v: env: %s", c.RemoteAddr(), msg)
 		s.reply(c, fail(tunnel.CodeError, msg))
 		return
 	}

@@ -59,7 +59,7 @@ func TestEnv(t *testing.T) {
 			defer cancel()
 			got, err := newClient(addr, tt.token).Env(ctx)
 			if tt.wantCode != "" {
-				var de *tunnel.DialError
+				var de *tunnel.RemoteError
 				if !errors.As(err, &de) || de.Code != tt.wantCode {
 					t.Fatalf("Env = %q, %v; want code %q", got, err, tt.wantCode)
 				}

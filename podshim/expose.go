@@ -23,43 +23,35 @@ import (
 // in a FIFO pool, and every inbound connection on an exposed port is handed to the
 // oldest parked accept stream (see package tunnel for the protocol).
 //
-// The state belongs to one Serve call. It is kept in reverseStates, keyed by the
-// context Serve passes to its streams, and is shut down when that context ends.
+// The state belongs to one Serve call. The Server keeps it in exposeStates, keyed by the
+// context Serve passes to its streams, and shuts it down when that context ends.
 // Listeners are closed by the expose streams that opened them, which Serve waits
 // for, so no listener outlives Serve.
-
-// exposeHostKey is the context key (on the context given to Serve) of the host that
-// exposed ports are bound to; without it they are bound on all the pod's addresses.
-// Tests set it to 127.0.0.1.
-type exposeHostKey struct{}
 
 // errProtocol reports bytes sent on a parked accept stream.
 var errProtocol = errors.New("client wrote on a parked accept stream")
 
-var reverseStates = struct {
-	mu sync.Mutex
-	m  map[context.Context]*reverseState
-}{m: make(map[context.Context]*reverseState)}
-
 // reverseFor returns the reverse-forwarding state of the Serve call whose context is
 // ctx, creating it on first use.
 func (s *Server) reverseFor(ctx context.Context) *reverseState {
-	reverseStates.mu.Lock()
-	defer reverseStates.mu.Unlock()
-	if st := reverseStates.m[ctx]; st != nil {
+	s.exposeMu.Lock()
+	defer s.exposeMu.Unlock()
+	if st := s.exposeStates[ctx]; st != nil {
 		return st
 	}
-	host, _ := ctx.Value(exposeHostKey{}).(string)
-	st := &reverseState{logf: s.logf, host: host, ports: make(map[int]*exposedPort)}
+	st := &reverseState{logf: s.logf, host: s.ExposeHost, ports: make(map[int]*exposedPort)}
 	if ctx.Err() != nil {
 		st.closed = true
 		return st
 	}
-	reverseStates.m[ctx] = st
+	if s.exposeStates == nil {
+		s.exposeStates = make(map[context.Context]*reverseState)
+	}
+	s.exposeStates[ctx] = st
 	context.AfterFunc(ctx, func() {
-		reverseStates.mu.Lock()
-		delete(reverseStates.m, ctx)
-		reverseStates.mu.Unlock()
+		s.exposeMu.Lock()
+		delete(s.exposeStates, ctx)
+		s.exposeMu.Unlock()
 		st.shutdown()
 	})
 	return st
@@ -166,7 +158,7 @@ func (st *reverseState) acceptLoop(port int, ep *exposedPort) {
 			}
 			// Typically out of file descriptors; back off like net/http does.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			st.logf("podshim: exposed port %d: accepting: %v; retrying in %v", port, err, delay)
+			st.logf("exposed port %d: accepting: %v; retrying in %v", port, err, delay)
 			time.Sleep(delay)
 			continue
 		}
@@ -206,7 +198,7 @@ func (st *reverseState) expire(in *inbound) {
 	}
 	st.mu.Unlock()
 	if i >= 0 {
-		st.logf("podshim: exposed port %d: no accept stream from the client within %v; resetting the connection from %v",
+		st.logf("exposed port %d: no accept stream from the client within %v; resetting the connection from %v",
 			in.port, tunnel.AcceptWait, in.conn.RemoteAddr())
 		resetConn(in.conn)
 	}
@@ -276,7 +268,7 @@ func (s *Server) serveExpose(ctx context.Context, c net.Conn, req *tunnel.Reques
 	}
 	st := s.reverseFor(ctx)
 	if err := st.acquire(ports); err != nil {
-		s.logf("podshim: expose: %v", err)
+		s.logf("expose: %v", err)
 		s.reply(c, fail(tunnel.CodeError, "expose: "+err.Error()))
 		return
 	}
@@ -284,7 +276,7 @@ func (s *Server) serveExpose(ctx context.Context, c net.Conn, req *tunnel.Reques
 	if !s.reply(c, &tunnel.Response{OK: true}) {
 		return
 	}
-	s.logf("podshim: exposing ports %v", ports)
+	s.logf("exposing ports %v", ports)
 	s.markReady(ctx)
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
@@ -397,7 +389,7 @@ func (s *Server) markReady(ctx context.Context) {
 	s.readyOnce.Do(func() {
 		ln, err := net.Listen("tcp", s.ReadyAddr)
 		if err != nil {
-			s.logf("podshim: readiness listener on %s: %v", s.ReadyAddr, err)
+			s.logf("readiness listener on %s: %v", s.ReadyAddr, err)
 			return
 		}
 		context.AfterFunc(ctx, func() { ln.Close() })

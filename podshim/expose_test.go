@@ -21,7 +21,7 @@ import (
 )
 
 // These tests run a Server, a tunnel.Client and a expose.Forwarder on loopback;
-// exposed ports are bound to 127.0.0.1 through exposeHostKey.
+// exposed ports are bound to 127.0.0.1 through Server.ExposeHost.
 
 const revToken = "rev-token"
 
@@ -39,7 +39,8 @@ func startRevServer(t *testing.T, srv *Server) *revServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), exposeHostKey{}, "127.0.0.1"))
+	srv.ExposeHost = "127.0.0.1"
+	ctx, cancel := context.WithCancel(context.Background())
 	rs := &revServer{addr: ln.Addr().String(), errc: make(chan error, 1), cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(rs.done)
@@ -397,7 +398,7 @@ func TestExposeErrors(t *testing.T) {
 				exp.Close()
 				t.Fatal("Expose succeeded")
 			}
-			var de *tunnel.DialError
+			var de *tunnel.RemoteError
 			if !errors.As(err, &de) || de.Code != tt.wantCode {
 				t.Fatalf("Expose error = %v, want code %q", err, tt.wantCode)
 			}

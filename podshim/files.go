@@ -76,7 +76,7 @@ func (s *Server) serveFiles(ctx context.Context, c net.Conn, req *tunnel.Request
 		return bw.Flush()
 	}()
 	if err != nil {
-		s.logf("podshim: %v: files: %v", c.RemoteAddr(), err)
+		s.logf("%v: files: %v", c.RemoteAddr(), err)
 		return
 	}
 	if cw, ok := c.(closeWriter); ok {

@@ -158,7 +158,7 @@ func TestFilesBadRequest(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rc, err := client.Files(context.Background(), tt.paths, tt.maxBytes)
-			var de *tunnel.DialError
+			var de *tunnel.RemoteError
 			if !errors.As(err, &de) || de.Code != tunnel.CodeBadRequest {
 				if rc != nil {
 					rc.Close()

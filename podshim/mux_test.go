@@ -171,7 +171,7 @@ func TestMuxWrongToken(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, err := c.DialContext(ctx, "tcp", "echo.svc:80")
-	var de *tunnel.DialError
+	var de *tunnel.RemoteError
 	if !errors.As(err, &de) || de.Code != tunnel.CodeAuth {
 		t.Fatalf("DialContext with a wrong token: %v, want code %q", err, tunnel.CodeAuth)
 	}

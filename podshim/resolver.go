@@ -87,7 +87,7 @@ func (s *Server) serveDNS(ctx context.Context, c net.Conn) {
 		if err != nil {
 			var ue *tunnel.DNSUnpackError
 			if errors.As(err, &ue) {
-				s.logf("podshim: %v: %v", c.RemoteAddr(), err)
+				s.logf("%v: %v", c.RemoteAddr(), err)
 				// Answer FORMERR at once: the asker is waiting for this ID.
 				if len(ue.Raw) >= 2 {
 					formErr := new(dns.Msg)
@@ -105,7 +105,7 @@ func (s *Server) serveDNS(ctx context.Context, c net.Conn) {
 				continue
 			}
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				s.logf("podshim: %v: dns stream: %v", c.RemoteAddr(), err)
+				s.logf("%v: dns stream: %v", c.RemoteAddr(), err)
 			}
 			return
 		}
@@ -127,7 +127,7 @@ func (s *Server) serveDNS(ctx context.Context, c net.Conn) {
 			err := tunnel.WriteDNSMsg(c, resp)
 			wmu.Unlock()
 			if err != nil {
-				s.logf("podshim: %v: %v", c.RemoteAddr(), err)
+				s.logf("%v: %v", c.RemoteAddr(), err)
 				c.Close()
 			}
 		}()

@@ -76,9 +76,16 @@ type Server struct {
 	// tcpSocket readiness probe: a Service then sends traffic to the pod only when it is carried
 	// back to the laptop. Empty means no readiness listener.
 	ReadyAddr string
+	// ExposeHost is the address exposed ports are bound to; empty means all the pod's addresses
+	// (what --expose needs). Tests set 127.0.0.1.
+	ExposeHost string
 
 	lastHeard atomic.Int64 // unix nanoseconds
-	readyOnce sync.Once
+
+	// exposeStates holds the --expose state of each running Serve call, by its context.
+	exposeMu     sync.Mutex
+	exposeStates map[context.Context]*reverseState
+	readyOnce    sync.Once
 
 	// muxBudget is the window growth budget all multiplexed carriers share.
 	muxBudget     func() (yamux.MemoryManager, error)
@@ -196,7 +203,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	_ = c.SetReadDeadline(time.Now().Add(requestTimeout))
 	var req tunnel.Request
 	if err := tunnel.ReadFrame(c, &req); err != nil {
-		s.logf("podshim: %v: bad request: %v", c.RemoteAddr(), err)
+		s.logf("%v: bad request: %v", c.RemoteAddr(), err)
 		if errors.Is(err, tunnel.ErrFrameTooLarge) {
 			s.reply(c, fail(tunnel.CodeBadRequest, err.Error()))
 		}
@@ -204,7 +211,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	if s.Token != "" && subtle.ConstantTimeCompare([]byte(req.Token), []byte(s.Token)) != 1 {
-		s.logf("podshim: %v: %s request with a wrong token", c.RemoteAddr(), req.Op)
+		s.logf("%v: %s request with a wrong token", c.RemoteAddr(), req.Op)
 		s.reply(c, fail(tunnel.CodeAuth, "wrong token"))
 		return
 	}
@@ -240,7 +247,7 @@ func (s *Server) reply(c net.Conn, r *tunnel.Response) bool {
 	err := tunnel.WriteFrame(c, r)
 	_ = c.SetWriteDeadline(time.Time{})
 	if err != nil {
-		s.logf("podshim: %v: %v", c.RemoteAddr(), err)
+		s.logf("%v: %v", c.RemoteAddr(), err)
 		return false
 	}
 	return true
@@ -251,7 +258,7 @@ func (s *Server) serveHello(c net.Conn) {
 	resp := &tunnel.Response{OK: true, Version: version.Version}
 	resp.Hostname, _ = os.Hostname()
 	if rc, err := readResolvConf(s.resolvConf()); err != nil {
-		s.logf("podshim: %v", err)
+		s.logf("%v", err)
 	} else {
 		resp.Nameservers, resp.Search, resp.Ndots = rc.Servers, rc.Search, rc.Ndots
 	}
@@ -262,7 +269,7 @@ func (s *Server) serveHello(c net.Conn) {
 		var req tunnel.Request
 		if err := tunnel.ReadFrame(c, &req); err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				s.logf("podshim: %v: heartbeat: %v", c.RemoteAddr(), err)
+				s.logf("%v: heartbeat: %v", c.RemoteAddr(), err)
 			}
 			return
 		}
@@ -286,7 +293,7 @@ func (s *Server) serveMux(ctx context.Context, c net.Conn) {
 	s.muxBudgetOnce.Do(func() { s.muxBudget = tunnel.NewWindowBudget(tunnel.MuxGrowthBudget) })
 	sess, err := yamux.Server(c, tunnel.MuxConfig(), s.muxBudget)
 	if err != nil {
-		s.logf("podshim: %v: starting yamux: %v", c.RemoteAddr(), err)
+		s.logf("%v: starting yamux: %v", c.RemoteAddr(), err)
 		return
 	}
 	stop := context.AfterFunc(ctx, func() { _ = sess.Close() })
@@ -323,7 +330,7 @@ func (s *Server) serveDial(ctx context.Context, c net.Conn, req *tunnel.Request)
 	target, err := s.dial(dctx, "tcp", req.Addr)
 	cancel()
 	if err != nil {
-		s.logf("podshim: dial %s: %v", req.Addr, err)
+		s.logf("dial %s: %v", req.Addr, err)
 		s.reply(c, fail(DialErrorCode(err), err.Error()))
 		return
 	}

@@ -142,7 +142,7 @@ func TestDial(t *testing.T) {
 					c.Close()
 					return
 				}
-				var de *tunnel.DialError
+				var de *tunnel.RemoteError
 				if !errors.As(err, &de) || de.Code != tt.wantCode {
 					t.Fatalf("DialContext error = %v, want code %q", err, tt.wantCode)
 				}

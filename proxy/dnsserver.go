@@ -33,7 +33,7 @@ type DNS struct {
 
 	mu     sync.Mutex
 	closed bool
-	stop   []context.CancelFunc
+	stop   map[*context.CancelFunc]struct{} // one per running Serve, removed when it returns
 }
 
 // Serve answers queries on udp and tcp (either may be nil, not both) until ctx is
@@ -51,8 +51,17 @@ func (d *DNS) Serve(ctx context.Context, udp net.PacketConn, tcp net.Listener) e
 		closeAll(udp, tcp)
 		return nil
 	}
-	d.stop = append(d.stop, cancel)
+	if d.stop == nil {
+		d.stop = map[*context.CancelFunc]struct{}{}
+	}
+	key := &cancel
+	d.stop[key] = struct{}{}
 	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		delete(d.stop, key)
+		d.mu.Unlock()
+	}()
 
 	type running struct {
 		srv     *dns.Server
@@ -120,8 +129,8 @@ func (d *DNS) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.closed = true
-	for _, c := range d.stop {
-		c()
+	for c := range d.stop {
+		(*c)()
 	}
 	return nil
 }

@@ -21,9 +21,12 @@ import (
 type HTTP struct {
 	// Dialer opens the connections to destinations.
 	Dialer Dialer
-	// Username and Password, if both non-empty, require Proxy-Authorization with
-	// Basic credentials; other requests get 407 Proxy Authentication Required.
+	// Username and Password require Proxy-Authorization with Basic credentials; other requests
+	// get 407 Proxy Authentication Required. Both must be set unless NoAuth is: Serve fails
+	// closed rather than run an open proxy by mistake.
 	Username, Password string
+	// NoAuth serves without authentication.
+	NoAuth bool
 	// Logf logs diagnostics; nil means no logging.
 	Logf func(format string, args ...any)
 
@@ -35,6 +38,10 @@ type HTTP struct {
 // Serve serves proxy requests on ln until Close is called (it then returns nil)
 // or ln fails. It closes ln.
 func (h *HTTP) Serve(ln net.Listener) error {
+	if err := checkCredentials("http", h.Username, h.Password, h.NoAuth); err != nil {
+		ln.Close()
+		return err
+	}
 	p := goproxy.NewProxyHttpServer()
 	p.Logger = httpLogger{h.Logf}
 	p.Tr = &http.Transport{
@@ -115,7 +122,7 @@ func (h *HTTP) handler(next http.Handler) http.Handler {
 }
 
 func (h *HTTP) authorized(r *http.Request) bool {
-	if h.Username == "" || h.Password == "" {
+	if h.NoAuth {
 		return true
 	}
 	v := r.Header.Get("Proxy-Authorization")
@@ -141,3 +148,11 @@ type httpLogger struct{ f func(string, ...any) }
 func (l httpLogger) Printf(format string, args ...any) { logf(l.f, "http: "+format, args...) }
 
 var _ goproxy.Logger = httpLogger{}
+
+// checkCredentials refuses a proxy with a missing username or password unless noAuth says so.
+func checkCredentials(kind, user, pass string, noAuth bool) error {
+	if !noAuth && (user == "" || pass == "") {
+		return fmt.Errorf("proxy: %s: Username and Password must both be set (or NoAuth)", kind)
+	}
+	return nil
+}

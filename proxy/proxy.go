@@ -20,7 +20,7 @@ import (
 type Dialer interface {
 	// DialContext connects to addr ("host:port") on network ("tcp"). Host names
 	// must be resolved by the implementation (in the cluster), not by the caller.
-	// ctx bounds only connection establishment. A *tunnel.DialError tells why a
+	// ctx bounds only connection establishment. A *tunnel.RemoteError tells why a
 	// dial failed.
 	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
 }

@@ -36,11 +36,11 @@ func (f *fakeDialer) DialContext(ctx context.Context, network, addr string) (net
 	f.asked = append(f.asked, addr)
 	f.mu.Unlock()
 	if code, ok := f.codes[addr]; ok {
-		return nil, &tunnel.DialError{Code: code, Msg: "fake"}
+		return nil, &tunnel.RemoteError{Code: code, Msg: "fake"}
 	}
 	real, ok := f.names[addr]
 	if !ok {
-		return nil, &tunnel.DialError{Code: tunnel.CodeNXDomain, Msg: addr}
+		return nil, &tunnel.RemoteError{Code: tunnel.CodeNXDomain, Msg: addr}
 	}
 	var d net.Dialer
 	return d.DialContext(ctx, network, real)
@@ -161,7 +161,7 @@ func TestSOCKS5(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := &SOCKS5{Dialer: d, Username: tt.user, Password: tt.pass, Logf: testLogf(t)}
+			s := &SOCKS5{Dialer: d, Username: tt.user, Password: tt.pass, NoAuth: tt.user == "", Logf: testLogf(t)}
 			ln := listen(t)
 			serve(t, func() error { return s.Serve(ln) }, s.Close)
 			rep, c := socksConnect(t, ln.Addr().String(), tt.cuser, tt.cpass, tt.host, 80)
@@ -217,7 +217,7 @@ func TestHTTPProxy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := &HTTP{Dialer: d, Username: tt.user, Password: tt.pass, Logf: testLogf(t)}
+			h := &HTTP{Dialer: d, Username: tt.user, Password: tt.pass, NoAuth: tt.user == "", Logf: testLogf(t)}
 			ln := listen(t)
 			serve(t, func() error { return h.Serve(ln) }, h.Close)
 			c, err := net.Dial("tcp", ln.Addr().String())
@@ -363,6 +363,26 @@ func TestDNS(t *testing.T) {
 			resp.Compress = true // as sent
 			if tt.wantTC && (len(resp.Answer) >= 60 || resp.Len() > dns.MinMsgSize) {
 				t.Fatalf("truncated answer has %d records, %d bytes", len(resp.Answer), resp.Len())
+			}
+		})
+	}
+}
+
+// TestProxiesFailClosed: a proxy given no credentials, without NoAuth, refuses to serve.
+func TestProxiesFailClosed(t *testing.T) {
+	tests := []struct {
+		name  string
+		serve func(net.Listener) error
+	}{
+		{"socks5, no credentials", (&SOCKS5{}).Serve},
+		{"socks5, no password", (&SOCKS5{Username: "u"}).Serve},
+		{"http, no credentials", (&HTTP{}).Serve},
+		{"http, no username", (&HTTP{Password: "p"}).Serve},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.serve(listen(t)); err == nil || !strings.Contains(err.Error(), "must both be set") {
+				t.Fatalf("Serve = %v, want a refusal", err)
 			}
 		})
 	}

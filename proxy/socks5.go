@@ -25,9 +25,11 @@ const dialTimeout = 30 * time.Second
 type SOCKS5 struct {
 	// Dialer opens the proxied connections.
 	Dialer Dialer
-	// Username and Password, if both non-empty, require RFC 1929 authentication;
-	// otherwise no authentication is offered.
+	// Username and Password require RFC 1929 authentication. Both must be set unless NoAuth
+	// is: Serve fails closed rather than run an open proxy by mistake.
 	Username, Password string
+	// NoAuth serves without authentication (for a listener guarded otherwise, e.g. SameUser).
+	NoAuth bool
 	// Logf logs diagnostics; nil means no logging.
 	Logf func(format string, args ...any)
 
@@ -40,6 +42,10 @@ type SOCKS5 struct {
 // Serve accepts SOCKS5 clients on ln until ln fails or Close is called (then it
 // returns nil). It closes ln.
 func (s *SOCKS5) Serve(ln net.Listener) error {
+	if err := checkCredentials("socks5", s.Username, s.Password, s.NoAuth); err != nil {
+		ln.Close()
+		return err
+	}
 	if !s.track(ln) {
 		ln.Close()
 		return nil
@@ -52,7 +58,7 @@ func (s *SOCKS5) Serve(ln net.Listener) error {
 		socks5.WithAssociateHandle(notSupported),
 		socks5.WithLogger(socksLogger{s.Logf}),
 	}
-	if s.Username != "" && s.Password != "" {
+	if !s.NoAuth {
 		opts = append(opts, socks5.WithCredential(credentials{s.Username, s.Password}))
 	}
 	srv := socks5.NewServer(opts...)
@@ -190,7 +196,7 @@ func relay(client net.Conn, src io.Reader, target net.Conn) {
 
 // SOCKSReplyCode maps a dial error to a SOCKS5 reply code.
 func SOCKSReplyCode(err error) uint8 {
-	var de *tunnel.DialError
+	var de *tunnel.RemoteError
 	if errors.As(err, &de) {
 		switch de.Code {
 		case tunnel.CodeRefused:

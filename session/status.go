@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -27,11 +28,14 @@ type Status struct {
 
 // List lists the sessions of ns ("" = all namespaces) from their proxy pods, with the
 // Deployments they swapped and their watchdogs. It leaves out sessions whose proxy pods are gone.
+// When the Deployments or the watchdogs cannot be listed it returns the sessions and an error
+// wrapping ErrIncomplete.
 func List(ctx context.Context, cs Clientset, ns string) ([]Status, error) {
 	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedBy})
 	if err != nil {
 		return nil, fmt.Errorf("listing sessions: %w", err)
 	}
+	var incomplete []error
 	swapped := map[string]string{} // ns/pod → deployment
 	if deps, err := cs.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{}); err == nil {
 		for _, d := range deps.Items {
@@ -39,12 +43,16 @@ func List(ctx context.Context, cs Clientset, ns string) ([]Status, error) {
 				swapped[d.Namespace+"/"+pod] = d.Name
 			}
 		}
+	} else {
+		incomplete = append(incomplete, fmt.Errorf("listing deployments (the SWAPPED column may miss swaps; ask for list on deployments): %w", cleanAPIError(err)))
 	}
 	watchdogs := map[string]string{} // session → phase of its watchdog pod
 	if wds, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + WatchdogManagedBy}); err == nil {
 		for _, p := range wds.Items {
 			watchdogs[p.Labels[LabelSession]] = string(p.Status.Phase)
 		}
+	} else {
+		incomplete = append(incomplete, fmt.Errorf("listing the swap watchdogs (the WATCHDOG column may be empty): %w", cleanAPIError(err)))
 	}
 	out := make([]Status, 0, len(pods.Items))
 	for _, p := range pods.Items {
@@ -56,5 +64,13 @@ func List(ctx context.Context, cs Clientset, ns string) ([]Status, error) {
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
+	if len(incomplete) > 0 {
+		return out, fmt.Errorf("%w: %w", ErrIncomplete, errors.Join(incomplete...))
+	}
 	return out, nil
 }
+
+// ErrIncomplete is wrapped by List's error when the sessions were listed but what they swapped or
+// their watchdogs could not be: the statuses returned with it are valid, and the error says which
+// column to distrust and which permission is missing.
+var ErrIncomplete = errors.New("status is incomplete")

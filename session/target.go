@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 
+	"github.com/kubectl-tp/kubectl-tp/podshim"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -69,43 +72,11 @@ func (t Target) Permission() Permission { return Permission{Verb: "get", Resourc
 
 // Template fetches the target's pod template (for a Pod: its metadata and spec).
 func (t Target) Template(ctx context.Context, cs Clientset, ns string) (*corev1.PodTemplateSpec, error) {
-	var tpl *corev1.PodTemplateSpec
-	var err error
-	opts := metav1.GetOptions{}
-	switch t.Kind {
-	case "deployments":
-		d, e := cs.AppsV1().Deployments(ns).Get(ctx, t.Name, opts)
-		err = e
-		if err == nil {
-			tpl = &d.Spec.Template
-		}
-	case "statefulsets":
-		s, e := cs.AppsV1().StatefulSets(ns).Get(ctx, t.Name, opts)
-		err = e
-		if err == nil {
-			tpl = &s.Spec.Template
-		}
-	case "daemonsets":
-		d, e := cs.AppsV1().DaemonSets(ns).Get(ctx, t.Name, opts)
-		err = e
-		if err == nil {
-			tpl = &d.Spec.Template
-		}
-	case "replicasets":
-		r, e := cs.AppsV1().ReplicaSets(ns).Get(ctx, t.Name, opts)
-		err = e
-		if err == nil {
-			tpl = &r.Spec.Template
-		}
-	case "pods":
-		p, e := cs.CoreV1().Pods(ns).Get(ctx, t.Name, opts)
-		err = e
-		if err == nil {
-			tpl = &corev1.PodTemplateSpec{ObjectMeta: p.ObjectMeta, Spec: p.Spec}
-		}
-	default:
+	k, ok := workloadKindOf(t.Kind)
+	if !ok {
 		return nil, fmt.Errorf("workload type %q is not supported", t.Kind)
 	}
+	tpl, err := k.template(ctx, cs, ns, t.Name)
 	if apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("%s not found in namespace %q; list them with: kubectl get %s -n %s", t.String(), ns, t.Kind, ns)
 	}
@@ -113,6 +84,113 @@ func (t Target) Template(ctx context.Context, cs Clientset, ns string) (*corev1.
 		return nil, fmt.Errorf("reading %s: %w", t, err)
 	}
 	return tpl, nil
+}
+
+// WorkloadNames lists the names of the objects of kind (as Target.Kind names it) in ns, sorted:
+// what shell completion offers.
+func WorkloadNames(ctx context.Context, cs Clientset, ns, kind string) ([]string, error) {
+	k, ok := workloadKindOf(kind)
+	if !ok {
+		return nil, fmt.Errorf("workload kind %q cannot be listed", kind)
+	}
+	names, err := k.names(ctx, cs, ns)
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// workloadKind reads one kind of workload: its pod template and the names in a namespace.
+type workloadKind struct {
+	template func(ctx context.Context, cs Clientset, ns, name string) (*corev1.PodTemplateSpec, error)
+	names    func(ctx context.Context, cs Clientset, ns string) ([]string, error)
+}
+
+// workloadKindOf is the one place that knows how each supported kind is read.
+func workloadKindOf(kind string) (workloadKind, bool) {
+	get, list := metav1.GetOptions{}, metav1.ListOptions{}
+	switch kind {
+	case "deployments":
+		return workloadKind{
+			template: func(ctx context.Context, cs Clientset, ns, name string) (*corev1.PodTemplateSpec, error) {
+				o, err := cs.AppsV1().Deployments(ns).Get(ctx, name, get)
+				return templateOf(o, err, func() *corev1.PodTemplateSpec { return &o.Spec.Template })
+			},
+			names: func(ctx context.Context, cs Clientset, ns string) ([]string, error) {
+				l, err := cs.AppsV1().Deployments(ns).List(ctx, list)
+				return namesOf(l, err, func() []appsv1.Deployment { return l.Items })
+			},
+		}, true
+	case "statefulsets":
+		return workloadKind{
+			template: func(ctx context.Context, cs Clientset, ns, name string) (*corev1.PodTemplateSpec, error) {
+				o, err := cs.AppsV1().StatefulSets(ns).Get(ctx, name, get)
+				return templateOf(o, err, func() *corev1.PodTemplateSpec { return &o.Spec.Template })
+			},
+			names: func(ctx context.Context, cs Clientset, ns string) ([]string, error) {
+				l, err := cs.AppsV1().StatefulSets(ns).List(ctx, list)
+				return namesOf(l, err, func() []appsv1.StatefulSet { return l.Items })
+			},
+		}, true
+	case "daemonsets":
+		return workloadKind{
+			template: func(ctx context.Context, cs Clientset, ns, name string) (*corev1.PodTemplateSpec, error) {
+				o, err := cs.AppsV1().DaemonSets(ns).Get(ctx, name, get)
+				return templateOf(o, err, func() *corev1.PodTemplateSpec { return &o.Spec.Template })
+			},
+			names: func(ctx context.Context, cs Clientset, ns string) ([]string, error) {
+				l, err := cs.AppsV1().DaemonSets(ns).List(ctx, list)
+				return namesOf(l, err, func() []appsv1.DaemonSet { return l.Items })
+			},
+		}, true
+	case "replicasets":
+		return workloadKind{
+			template: func(ctx context.Context, cs Clientset, ns, name string) (*corev1.PodTemplateSpec, error) {
+				o, err := cs.AppsV1().ReplicaSets(ns).Get(ctx, name, get)
+				return templateOf(o, err, func() *corev1.PodTemplateSpec { return &o.Spec.Template })
+			},
+			names: func(ctx context.Context, cs Clientset, ns string) ([]string, error) {
+				l, err := cs.AppsV1().ReplicaSets(ns).List(ctx, list)
+				return namesOf(l, err, func() []appsv1.ReplicaSet { return l.Items })
+			},
+		}, true
+	case "pods":
+		return workloadKind{
+			template: func(ctx context.Context, cs Clientset, ns, name string) (*corev1.PodTemplateSpec, error) {
+				o, err := cs.CoreV1().Pods(ns).Get(ctx, name, get)
+				return templateOf(o, err, func() *corev1.PodTemplateSpec { return &corev1.PodTemplateSpec{ObjectMeta: o.ObjectMeta, Spec: o.Spec} })
+			},
+			names: func(ctx context.Context, cs Clientset, ns string) ([]string, error) {
+				l, err := cs.CoreV1().Pods(ns).List(ctx, list)
+				return namesOf(l, err, func() []corev1.Pod { return l.Items })
+			},
+		}, true
+	}
+	return workloadKind{}, false
+}
+
+// templateOf returns tpl() unless err is set (the object is then not to be touched).
+func templateOf[O any](_ O, err error, tpl func() *corev1.PodTemplateSpec) (*corev1.PodTemplateSpec, error) {
+	if err != nil {
+		return nil, err
+	}
+	return tpl(), nil
+}
+
+// namesOf returns the names of items() unless err is set.
+func namesOf[L any, T any, PT interface {
+	*T
+	GetName() string
+}](_ L, err error, items func() []T) ([]string, error) {
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, o := range items() {
+		names = append(names, PT(&o).GetName())
+	}
+	return names, nil
 }
 
 // pickContainer chooses the target container: the named one, else the default-container
@@ -135,7 +213,7 @@ func pickContainer(tpl *corev1.PodTemplateSpec, want string) (*corev1.Container,
 }
 
 // ReadyPort is where podshim answers its readiness probe once exposed ports are carried back.
-const ReadyPort = 4748
+const ReadyPort = podshim.ReadyPort
 
 // AnnotationFrom records on the proxy pod which workload it stands in for.
 const AnnotationFrom = "kubectl-tp.io/from"
@@ -223,7 +301,7 @@ func exposePorts(pod *corev1.Pod, ports []PortMap) {
 	c := &pod.Spec.Containers[0]
 	// Ready only once podshim carries the ports back (see podshim.Server.ReadyAddr), so that a
 	// Service sends nothing to the pod before that.
-	c.Args = append(c.Args, fmt.Sprintf("-ready=:%d", ReadyPort))
+	c.Args = append(c.Args, podshim.Arg(podshim.FlagReady, fmt.Sprintf(":%d", ReadyPort)))
 	c.ReadinessProbe = &corev1.Probe{
 		ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(ReadyPort)}},
 		PeriodSeconds: 1, FailureThreshold: 1, SuccessThreshold: 1, TimeoutSeconds: 1,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/kubectl-tp/kubectl-tp/podshim"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -89,7 +90,8 @@ func (s *Session) createWatchdog(ctx context.Context) error {
 	pod.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
 	c := &pod.Spec.Containers[0]
 	c.Env = nil
-	c.Args = []string{"-watchdog=" + s.swapped, "-session=" + s.ID, "-service-account=" + name, fmt.Sprintf("-grace=%s", watchdogGrace)}
+	c.Args = []string{podshim.Arg(podshim.FlagWatchdog, s.swapped), podshim.Arg(podshim.FlagSession, s.ID),
+		podshim.Arg(podshim.FlagServiceAccount, name), podshim.Arg(podshim.FlagGrace, watchdogGrace)}
 	if _, err := s.opts.Client.CoreV1().Pods(ns).Create(ctx, pod, createOptions); err != nil {
 		return fmt.Errorf("creating pod/%s: %w", name, err)
 	}

@@ -129,12 +129,12 @@ func (c *Client) roundTripOnce(ctx context.Context, req *Request) (_ net.Conn, _
 // DialContext connects to addr ("host:port") from inside the pod; host names are
 // resolved by the pod. Only TCP is supported ("tcp", "tcp4" and "tcp6" are all sent
 // as "tcp"). ctx bounds connection establishment only. Failures reported by the
-// server are *DialError values.
+// server are *RemoteError values.
 func (c *Client) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	switch network {
 	case "tcp", "tcp4", "tcp6":
 	default:
-		return nil, &DialError{Code: CodeBadRequest, Msg: "unsupported network " + network}
+		return nil, &RemoteError{Code: CodeBadRequest, Msg: "unsupported network " + network}
 	}
 	conn, _, err := c.roundTrip(ctx, &Request{Op: OpDial, Network: "tcp", Addr: addr})
 	if err != nil {

@@ -7,7 +7,7 @@ import "context"
 // service links), as "KEY=value" entries in podshim's order. The server leaves out
 // the session token. ctx bounds the whole exchange.
 //
-// Failures reported by the server are *DialError values: CodeError when the
+// Failures reported by the server are *RemoteError values: CodeError when the
 // environment does not fit in one frame ([MaxFrameSize]), CodeBadRequest from a
 // podshim too old to know the env op, CodeAuth for a wrong token. Values travel as
 // JSON strings, so bytes that are not valid UTF-8 arrive as U+FFFD.

@@ -45,7 +45,7 @@ const (
 // stay exposed until the returned Closer is closed or the stream breaks. The Closer
 // also has a method Done() <-chan struct{}, closed once the stream has ended for
 // either reason. Failures reported by the server (a port that is out of range, busy,
-// or privileged) are *DialError values.
+// or privileged) are *RemoteError values.
 func (c *Client) Expose(ctx context.Context, ports []int) (io.Closer, error) {
 	conn, _, err := c.roundTrip(ctx, &Request{Op: OpExpose, Ports: ports})
 	if err != nil {

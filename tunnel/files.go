@@ -25,7 +25,7 @@ const (
 // Files asks the server for the regular files below each of paths (absolute, clean
 // paths other than "/", at most [MaxFilesPaths]) and returns them as a tar archive.
 // maxBytes bounds the bytes sent for one path; 0 means the server's default,
-// [DefaultFilesMaxBytes]. Failures reported by the server are *DialError values.
+// [DefaultFilesMaxBytes]. Failures reported by the server are *RemoteError values.
 //
 // The archive is plain (uncompressed) tar and holds only regular files, with their
 // permission bits. A file at relative path rel below the path at index i of paths is

@@ -174,9 +174,10 @@ func ReadFrame(r io.Reader, v any) error {
 	return nil
 }
 
-// DialError is the error returned by [Client.DialContext] (and other Client methods)
-// when the server answered with a failure.
-type DialError struct {
+// RemoteError is the error of every [Client] request that podshim answered with a failure: a
+// dial ([Client.DialContext]), the environment, files, hello and expose requests. Transport
+// failures (the tunnel itself broken) are other errors.
+type RemoteError struct {
 	// Code is one of the Code constants, e.g. CodeRefused.
 	Code string
 	// Msg is the server's description of the failure.
@@ -184,18 +185,18 @@ type DialError struct {
 }
 
 // Error implements the error interface.
-func (e *DialError) Error() string {
+func (e *RemoteError) Error() string {
 	if e.Msg == "" {
 		return "tunnel: " + e.Code
 	}
 	return fmt.Sprintf("tunnel: %s: %s", e.Code, e.Msg)
 }
 
-// responseError converts a failed Response into a *DialError.
+// responseError converts a failed Response into a *RemoteError.
 func responseError(r *Response) error {
 	code := r.Code
 	if code == "" {
 		code = CodeError
 	}
-	return &DialError{Code: code, Msg: r.Error}
+	return &RemoteError{Code: code, Msg: r.Error}
 }

@@ -127,7 +127,7 @@ func TestClientDialContext(t *testing.T) {
 			defer cancel()
 			conn, err := c.DialContext(ctx, tt.network, tt.addr)
 			if tt.wantCode != "" {
-				var de *DialError
+				var de *RemoteError
 				if !errors.As(err, &de) || de.Code != tt.wantCode {
 					t.Fatalf("DialContext error = %v, want code %q", err, tt.wantCode)
 				}

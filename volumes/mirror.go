@@ -72,6 +72,7 @@ type Mirror struct {
 	OnSkip func(mount, reason string)
 
 	mu        sync.Mutex
+	removed   bool           // Remove ran: no Sync may write the copy again
 	synced    bool           // a Sync has been attempted
 	owned     map[string]int // files written by the Mirror (slash path below Root) -> mount index
 	skipped   map[int]string // last skip reason reported per mount index
@@ -107,9 +108,16 @@ func (m *Mirror) interval() time.Duration {
 func (m *Mirror) Sync(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.removed {
+		return ErrRemoved
+	}
 	m.synced = true
 	return m.sync(ctx)
 }
+
+// ErrRemoved is returned by Sync after Remove: a sync still scheduled must not bring the copy
+// (secrets, often) back once the session removed it.
+var ErrRemoved = errors.New("volumes: the copy was removed")
 
 // Run keeps the copy fresh until ctx is done, then returns ctx's error. If Sync has
 // already been called it first waits one Interval, so the usual pattern is
@@ -140,6 +148,9 @@ func (m *Mirror) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if errors.Is(err, ErrRemoved) {
+			return err
+		}
 		switch {
 		case err != nil && err.Error() != lastErr:
 			lastErr = err.Error()
@@ -152,8 +163,8 @@ func (m *Mirror) Run(ctx context.Context) error {
 	}
 }
 
-// Remove deletes Root and everything below it. The caller decides whether to call
-// it; it should not for a directory the user chose.
+// Remove deletes Root and everything below it; later Syncs return ErrRemoved (and Run ends).
+// The caller decides whether to call it; it should not for a directory the user chose.
 func (m *Mirror) Remove() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -161,6 +172,7 @@ func (m *Mirror) Remove() error {
 		return fmt.Errorf("volumes: refusing to remove root %q", m.Root)
 	}
 	m.owned = nil
+	m.removed = true
 	if err := os.RemoveAll(m.Root); err != nil {
 		return fmt.Errorf("volumes: removing %s: %w", m.Root, err)
 	}

@@ -74,7 +74,7 @@ func registerCompletions(root *cobra.Command, flags *genericclioptions.ConfigFla
 		case "run":
 			must(c, "swap-deployment", func(_ *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 				return withClient(flags, clients, func(ctx context.Context, cs session.Clientset, ns string) ([]string, cobra.ShellCompDirective) {
-					names, err := workloadNames(ctx, cs, ns, "deployments")
+					names, err := session.WorkloadNames(ctx, cs, ns, "deployments")
 					if err != nil {
 						return nil, cobra.ShellCompDirectiveNoFileComp
 					}
@@ -120,7 +120,7 @@ func completeFrom(ctx context.Context, cs session.Clientset, ns, toComplete stri
 	directive := cobra.ShellCompDirectiveNoFileComp
 	typ, prefix, hasType := strings.Cut(toComplete, "/")
 	if !hasType {
-		names, err := workloadNames(ctx, cs, ns, "deployments")
+		names, err := session.WorkloadNames(ctx, cs, ns, "deployments")
 		if err != nil {
 			names = nil
 		}
@@ -140,7 +140,7 @@ func completeFrom(ctx context.Context, cs session.Clientset, ns, toComplete stri
 	if err != nil {
 		return nil, directive
 	}
-	names, err := workloadNames(ctx, cs, ns, target.Kind)
+	names, err := session.WorkloadNames(ctx, cs, ns, target.Kind)
 	if err != nil {
 		return nil, directive
 	}
@@ -160,59 +160,6 @@ func namespaceNames(ctx context.Context, cs session.Clientset) ([]string, error)
 	names := make([]string, 0, len(list.Items))
 	for _, n := range list.Items {
 		names = append(names, n.Name)
-	}
-	sort.Strings(names)
-	return names, nil
-}
-
-// workloadNames lists the names of the objects of kind (as session.Target.Kind names it:
-// deployments, statefulsets, daemonsets, replicasets or pods) in ns, sorted.
-func workloadNames(ctx context.Context, cs session.Clientset, ns, kind string) ([]string, error) {
-	var names []string
-	opts := metav1.ListOptions{}
-	switch kind {
-	case "deployments":
-		l, err := cs.AppsV1().Deployments(ns).List(ctx, opts)
-		if err != nil {
-			return nil, err
-		}
-		for _, o := range l.Items {
-			names = append(names, o.Name)
-		}
-	case "statefulsets":
-		l, err := cs.AppsV1().StatefulSets(ns).List(ctx, opts)
-		if err != nil {
-			return nil, err
-		}
-		for _, o := range l.Items {
-			names = append(names, o.Name)
-		}
-	case "daemonsets":
-		l, err := cs.AppsV1().DaemonSets(ns).List(ctx, opts)
-		if err != nil {
-			return nil, err
-		}
-		for _, o := range l.Items {
-			names = append(names, o.Name)
-		}
-	case "replicasets":
-		l, err := cs.AppsV1().ReplicaSets(ns).List(ctx, opts)
-		if err != nil {
-			return nil, err
-		}
-		for _, o := range l.Items {
-			names = append(names, o.Name)
-		}
-	case "pods":
-		l, err := cs.CoreV1().Pods(ns).List(ctx, opts)
-		if err != nil {
-			return nil, err
-		}
-		for _, o := range l.Items {
-			names = append(names, o.Name)
-		}
-	default:
-		return nil, fmt.Errorf("workload kind %q cannot be listed", kind)
 	}
 	sort.Strings(names)
 	return names, nil

@@ -70,7 +70,7 @@ func TestWorkloadNames(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.ns+"/"+tc.kind, func(t *testing.T) {
-			got, err := workloadNames(context.Background(), cs, tc.ns, tc.kind)
+			got, err := session.WorkloadNames(context.Background(), cs, tc.ns, tc.kind)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
 			}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -74,10 +75,13 @@ func (o *StatusOptions) Run(ctx context.Context) error {
 		ctx = context.Background()
 	}
 	list, err := session.List(ctx, o.client, nsOrAll(o.namespace, o.AllNamespaces))
-	if err != nil {
+	if err != nil && !errors.Is(err, session.ErrIncomplete) {
 		return err
 	}
-	return printSessions(o.Out, list, o.Output)
+	if perr := printSessions(o.Out, list, o.Output); perr != nil {
+		return perr
+	}
+	return err // incomplete: printed, and said (non-zero exit)
 }
 
 func printSessions(w io.Writer, list []session.Status, format string) error {

@@ -33,15 +33,15 @@ func main() {
 
 func run(args []string) int {
 	fs := flag.NewFlagSet("podshim", flag.ContinueOnError)
-	listen := fs.String("listen", "127.0.0.1:4747", "address to listen on")
-	idle := fs.Duration("idle-timeout", podshim.DefaultIdleTimeout, "exit after no client has been heard from for this long")
-	insecure := fs.Bool("insecure-no-token", false, "accept requests without a token (testing only)")
+	listen := fs.String(podshim.FlagListen, fmt.Sprintf("127.0.0.1:%d", podshim.TunnelPort), "address to listen on")
+	idle := fs.Duration(podshim.FlagIdleTimeout, podshim.DefaultIdleTimeout, "exit after no client has been heard from for this long")
+	insecure := fs.Bool(podshim.FlagInsecureNoToken, false, "accept requests without a token (testing only)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
-	ready := fs.String("ready", "", "address to listen on once ports are exposed, for a readiness probe (e.g. :4748)")
-	watchdog := fs.String("watchdog", "", "run as the swap watchdog of this Deployment instead of serving (in-cluster ServiceAccount credentials)")
-	session := fs.String("session", "", "with -watchdog: the session whose swap is guarded")
-	serviceAccount := fs.String("service-account", "", "with -watchdog: the watchdog's own ServiceAccount, deleted when it is done")
-	grace := fs.Duration("grace", 10*time.Second, "with -watchdog: how long the session's proxy pod must be gone before the restore")
+	ready := fs.String(podshim.FlagReady, "", "address to listen on once ports are exposed, for a readiness probe (e.g. :4748)")
+	watchdog := fs.String(podshim.FlagWatchdog, "", "run as the swap watchdog of this Deployment instead of serving (in-cluster ServiceAccount credentials)")
+	session := fs.String(podshim.FlagSession, "", "with -watchdog: the session whose swap is guarded")
+	serviceAccount := fs.String(podshim.FlagServiceAccount, "", "with -watchdog: the watchdog's own ServiceAccount, deleted when it is done")
+	grace := fs.Duration(podshim.FlagGrace, 10*time.Second, "with -watchdog: how long the session's proxy pod must be gone before the restore")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -53,9 +53,9 @@ func run(args []string) int {
 	if *watchdog != "" {
 		return runWatchdog(logger, *watchdog, *session, *serviceAccount, *grace)
 	}
-	token := os.Getenv("TP_TOKEN")
+	token := os.Getenv(podshim.TokenVar)
 	if token == "" && !*insecure {
-		logger.Print("TP_TOKEN is not set (use -insecure-no-token to run without one)")
+		logger.Printf("%s is not set (use -%s to run without one)", podshim.TokenVar, podshim.FlagInsecureNoToken)
 		return 2
 	}
 	if *idle <= 0 {

@@ -1,0 +1,35 @@
+package podshim
+
+import "fmt"
+
+// The contract between the proxy pod that kubectl-tp builds (package session) and podshim's
+// command line (cmd/podshim): flag names, ports and the token variable (TokenVar). Both sides
+// use these names, so the pod spec and the binary cannot drift apart.
+const (
+	// FlagListen is the tunnel's listen address; kubectl-tp always gives 127.0.0.1:TunnelPort,
+	// reachable only through the API server's port-forward.
+	FlagListen = "listen"
+	// FlagIdleTimeout is how long podshim lives on without hearing from its client.
+	FlagIdleTimeout = "idle-timeout"
+	// FlagReady is where podshim listens once exposed ports are carried back (a readiness probe).
+	FlagReady = "ready"
+	// FlagInsecureNoToken runs podshim without a token: for tests only, never in a proxy pod.
+	FlagInsecureNoToken = "insecure-no-token"
+	// FlagWatchdog, FlagSession, FlagServiceAccount and FlagGrace run podshim as a swap's
+	// watchdog (see Watchdog).
+	FlagWatchdog       = "watchdog"
+	FlagSession        = "session"
+	FlagServiceAccount = "service-account"
+	FlagGrace          = "grace"
+)
+
+// Ports of the proxy pod.
+const (
+	// TunnelPort is where podshim serves the tunnel, on 127.0.0.1 inside the pod.
+	TunnelPort = 4747
+	// ReadyPort is where podshim answers its readiness probe once exposed ports are carried back.
+	ReadyPort = 4748
+)
+
+// Arg formats one flag of podshim's command line: Arg(FlagGrace, "10s") is "-grace=10s".
+func Arg(name string, value any) string { return fmt.Sprintf("-%s=%v", name, value) }
