@@ -47,8 +47,13 @@ type Forwarder struct {
 	// DialTimeout bounds the upgrade of a new connection (default 15 s).
 	DialTimeout time.Duration
 
+	// dialMu serializes dials (Opens that arrive meanwhile wait for the one connection); mu
+	// guards Pod, conn and gen and is never held across a dial, so Reset, Retarget and Close
+	// return at once.
+	dialMu sync.Mutex
 	mu     sync.Mutex
 	conn   httpstream.Connection
+	gen    uint64 // incremented by Reset and Retarget: a dial begun before is stale
 	nextID atomic.Int64
 }
 
@@ -100,6 +105,7 @@ func (f *Forwarder) Reset() {
 	f.mu.Lock()
 	conn := f.conn
 	f.conn = nil
+	f.gen++
 	f.mu.Unlock()
 	if conn != nil {
 		_ = conn.Close()
@@ -114,6 +120,7 @@ func (f *Forwarder) Retarget(pod string) {
 	f.Pod = pod
 	conn := f.conn
 	f.conn = nil
+	f.gen++
 	f.mu.Unlock()
 	if conn != nil {
 		_ = conn.Close()
@@ -139,6 +146,32 @@ func (f *Forwarder) drop(conn httpstream.Connection) {
 }
 
 func (f *Forwarder) connection(ctx context.Context) (httpstream.Connection, error) {
+	if c, _ := f.current(); c != nil {
+		return c, nil
+	}
+	f.dialMu.Lock()
+	defer f.dialMu.Unlock()
+	c, gen := f.current()
+	if c != nil { // dialled while this caller waited
+		return c, nil
+	}
+	conn, err := f.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.gen != gen {
+		// Reset, Retarget or Close came during the dial: the connection may lead to the old pod.
+		_ = conn.Close()
+		return nil, fmt.Errorf("port-forward to pod %s/%s: reset while connecting", f.Namespace, f.Pod)
+	}
+	f.conn = conn
+	return conn, nil
+}
+
+// current returns the live connection, if any, and the generation it belongs to.
+func (f *Forwarder) current() (httpstream.Connection, uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.conn != nil {
@@ -146,26 +179,21 @@ func (f *Forwarder) connection(ctx context.Context) (httpstream.Connection, erro
 		case <-f.conn.CloseChan():
 			f.conn = nil
 		default:
-			return f.conn, nil
 		}
 	}
-	conn, err := f.dial(ctx)
-	if err != nil {
-		return nil, err
-	}
-	f.conn = conn
-	return conn, nil
+	return f.conn, f.gen
 }
 
 func (f *Forwarder) dial(ctx context.Context) (httpstream.Connection, error) {
-	if f.Config == nil || f.Pod == "" || f.Port == 0 {
+	pod := f.pod()
+	if f.Config == nil || pod == "" || f.Port == 0 {
 		return nil, errors.New("forward: Config, Pod and Port must be set")
 	}
 	core, err := corev1client.NewForConfig(f.Config)
 	if err != nil {
 		return nil, err
 	}
-	u := core.RESTClient().Post().Resource("pods").Namespace(f.Namespace).Name(f.Pod).SubResource("portforward").URL()
+	u := core.RESTClient().Post().Resource("pods").Namespace(f.Namespace).Name(pod).SubResource("portforward").URL()
 	transport, upgrader, err := spdy.RoundTripperFor(f.Config)
 	if err != nil {
 		return nil, err
@@ -194,7 +222,7 @@ func (f *Forwarder) dial(ctx context.Context) (httpstream.Connection, error) {
 	select {
 	case r := <-ch:
 		if r.err != nil {
-			return nil, fmt.Errorf("port-forward to pod %s/%s: %w", f.Namespace, f.Pod, r.err)
+			return nil, fmt.Errorf("port-forward to pod %s/%s: %w", f.Namespace, pod, r.err)
 		}
 		return r.conn, nil
 	case <-ctx.Done():
@@ -210,7 +238,7 @@ func (f *Forwarder) dial(ctx context.Context) (httpstream.Connection, error) {
 				_ = r.conn.Close()
 			}
 		}()
-		return nil, fmt.Errorf("port-forward to pod %s/%s: no answer from the API server within %s", f.Namespace, f.Pod, timeout)
+		return nil, fmt.Errorf("port-forward to pod %s/%s: no answer from the API server within %s", f.Namespace, pod, timeout)
 	}
 }
 

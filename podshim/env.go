@@ -7,12 +7,13 @@ import (
 	"os"
 	"strings"
 
+	"github.com/kubectl-tp/kubectl-tp/podshim/contract"
 	"github.com/kubectl-tp/kubectl-tp/tunnel"
 )
 
 // TokenVar is the environment variable that carries the session token to podshim. The
 // env op never reports it.
-const TokenVar = "TP_TOKEN"
+const TokenVar = contract.TokenVar
 
 func (s *Server) environ() []string {
 	if s.Environ != nil {

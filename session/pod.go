@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kubectl-tp/kubectl-tp/podshim"
+	"github.com/kubectl-tp/kubectl-tp/podshim/contract"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -30,7 +30,7 @@ const (
 	// ContainerName is the name of the podshim container in the proxy pod.
 	ContainerName = "podshim"
 	// TunnelPort is the port podshim listens on, on 127.0.0.1 inside the pod.
-	TunnelPort = podshim.TunnelPort
+	TunnelPort = contract.TunnelPort
 )
 
 // podSpec describes the proxy pod of a plain `kubectl tp run`.
@@ -66,10 +66,10 @@ func buildPod(s podSpec) *corev1.Pod {
 				Image:           s.Image,
 				ImagePullPolicy: corev1.PullIfNotPresent,
 				Args: []string{
-					podshim.Arg(podshim.FlagListen, fmt.Sprintf("127.0.0.1:%d", TunnelPort)),
-					podshim.Arg(podshim.FlagIdleTimeout, s.IdleTimeout),
+					contract.Arg(contract.FlagListen, fmt.Sprintf("127.0.0.1:%d", TunnelPort)),
+					contract.Arg(contract.FlagIdleTimeout, s.IdleTimeout),
 				},
-				Env: []corev1.EnvVar{{Name: podshim.TokenVar, Value: s.Token}},
+				Env: []corev1.EnvVar{{Name: contract.TokenVar, Value: s.Token}},
 				Resources: corev1.ResourceRequirements{
 					Requests: corev1.ResourceList{
 						corev1.ResourceCPU:    resource.MustParse("10m"),

@@ -31,6 +31,7 @@ import (
 	"github.com/kubectl-tp/kubectl-tp/envcapture"
 	"github.com/kubectl-tp/kubectl-tp/expose"
 	"github.com/kubectl-tp/kubectl-tp/forward"
+	"github.com/kubectl-tp/kubectl-tp/internal/logger"
 	"github.com/kubectl-tp/kubectl-tp/internal/version"
 	"github.com/kubectl-tp/kubectl-tp/proxy"
 	"github.com/kubectl-tp/kubectl-tp/tunnel"
@@ -402,7 +403,11 @@ func (s *Session) hello(ctx context.Context) (*tunnel.HelloInfo, error) {
 // check is impossible the JVM's server is left out and Endpoints.JavaSOCKS stays empty.
 func (s *Session) serve(ctx context.Context) error {
 	e := &s.Endpoints
-	logf := func(format string, args ...any) {}
+	// The proxies' own diagnostics (a refused client, a failed dial) show with -v, a few of
+	// each kind per minute: one per connection would drown the child's output.
+	logf := func(name string) logger.Logf {
+		return logger.RateLimited(logger.Logf(s.verbosef).WithPrefix(name+": "), time.Minute, 5)
+	}
 	socksLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("listening for SOCKS5 on loopback: %w", err)
@@ -419,9 +424,8 @@ func (s *Session) serve(ctx context.Context) error {
 		javaLn.Close()
 	} else {
 		e.JavaSOCKS = javaLn.Addr().String()
-		javaSocks := &proxy.SOCKS5{Dialer: s.client, NoAuth: true, Logf: logf}
-		s.wg.Add(1)
-		go func() { defer s.wg.Done(); _ = javaSocks.Serve(javaOnly) }()
+		javaSocks := &proxy.SOCKS5{Dialer: s.client, NoAuth: true, Logf: logf("JVM SOCKS5")}
+		s.goServe(ctx, "the JVM's SOCKS5 proxy", func() error { return javaSocks.Serve(javaOnly) })
 	}
 	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -435,14 +439,26 @@ func (s *Session) serve(ctx context.Context) error {
 	s.closers = append(s.closers, udp, tcp)
 	e.SOCKS, e.HTTP, e.DNS = socksLn.Addr().String(), httpLn.Addr().String(), tcp.Addr().String()
 
-	socks := &proxy.SOCKS5{Dialer: s.client, Username: e.Username, Password: e.Password, Logf: logf}
-	httpProxy := &proxy.HTTP{Dialer: s.client, Username: e.Username, Password: e.Password, Logf: logf}
-	dnsServer := &proxy.DNS{Exchanger: s.client, Logf: logf}
-	s.wg.Add(3)
-	go func() { defer s.wg.Done(); _ = socks.Serve(socksLn) }()
-	go func() { defer s.wg.Done(); _ = httpProxy.Serve(httpLn) }()
-	go func() { defer s.wg.Done(); _ = dnsServer.Serve(ctx, udp, tcp) }()
+	socks := &proxy.SOCKS5{Dialer: s.client, Username: e.Username, Password: e.Password, Logf: logf("SOCKS5")}
+	httpProxy := &proxy.HTTP{Dialer: s.client, Username: e.Username, Password: e.Password, Logf: logf("HTTP proxy")}
+	dnsServer := &proxy.DNS{Exchanger: s.client, Logf: logf("DNS")}
+	s.goServe(ctx, "the SOCKS5 proxy", func() error { return socks.Serve(socksLn) })
+	s.goServe(ctx, "the HTTP proxy", func() error { return httpProxy.Serve(httpLn) })
+	s.goServe(ctx, "the DNS server", func() error { return dnsServer.Serve(ctx, udp, tcp) })
 	return nil
+}
+
+// goServe runs one of the session's servers until the session closes. A server that stops with
+// an error while the session runs ends the session (the child is stopped, the exit code is
+// non-zero): its error is never dropped, and no session goes on half-served.
+func (s *Session) goServe(ctx context.Context, name string, serve func() error) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := serve(); err != nil && ctx.Err() == nil {
+			s.end(fmt.Errorf("%s stopped: %w", name, err))
+		}
+	}()
 }
 
 // listenDNS binds UDP and TCP on the same loopback port.

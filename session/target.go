@@ -7,7 +7,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/kubectl-tp/kubectl-tp/podshim"
+	"github.com/kubectl-tp/kubectl-tp/podshim/contract"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -213,7 +213,7 @@ func pickContainer(tpl *corev1.PodTemplateSpec, want string) (*corev1.Container,
 }
 
 // ReadyPort is where podshim answers its readiness probe once exposed ports are carried back.
-const ReadyPort = podshim.ReadyPort
+const ReadyPort = contract.ReadyPort
 
 // AnnotationFrom records on the proxy pod which workload it stands in for.
 const AnnotationFrom = "kubectl-tp.io/from"
@@ -301,7 +301,7 @@ func exposePorts(pod *corev1.Pod, ports []PortMap) {
 	c := &pod.Spec.Containers[0]
 	// Ready only once podshim carries the ports back (see podshim.Server.ReadyAddr), so that a
 	// Service sends nothing to the pod before that.
-	c.Args = append(c.Args, podshim.Arg(podshim.FlagReady, fmt.Sprintf(":%d", ReadyPort)))
+	c.Args = append(c.Args, contract.Arg(contract.FlagReady, fmt.Sprintf(":%d", ReadyPort)))
 	c.ReadinessProbe = &corev1.Probe{
 		ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(ReadyPort)}},
 		PeriodSeconds: 1, FailureThreshold: 1, SuccessThreshold: 1, TimeoutSeconds: 1,

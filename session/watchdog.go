@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/kubectl-tp/kubectl-tp/podshim"
+	"github.com/kubectl-tp/kubectl-tp/podshim/contract"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -90,8 +90,8 @@ func (s *Session) createWatchdog(ctx context.Context) error {
 	pod.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
 	c := &pod.Spec.Containers[0]
 	c.Env = nil
-	c.Args = []string{podshim.Arg(podshim.FlagWatchdog, s.swapped), podshim.Arg(podshim.FlagSession, s.ID),
-		podshim.Arg(podshim.FlagServiceAccount, name), podshim.Arg(podshim.FlagGrace, watchdogGrace)}
+	c.Args = []string{contract.Arg(contract.FlagWatchdog, s.swapped), contract.Arg(contract.FlagSession, s.ID),
+		contract.Arg(contract.FlagServiceAccount, name), contract.Arg(contract.FlagGrace, watchdogGrace)}
 	if _, err := s.opts.Client.CoreV1().Pods(ns).Create(ctx, pod, createOptions); err != nil {
 		return fmt.Errorf("creating pod/%s: %w", name, err)
 	}

@@ -44,6 +44,10 @@ type Mux struct {
 	// background once the first is up, so they cost no stream a wait.
 	Carriers int
 
+	// openMu serializes the opening of a first carrier (callers that arrive meanwhile wait for
+	// it); mu guards the fields below and is never held across a network round trip, so Close
+	// does not wait for a dial.
+	openMu  sync.Mutex
 	mu      sync.Mutex
 	sess    []*yamux.Session
 	opening bool // carriers are being opened in the background
@@ -150,18 +154,43 @@ func (m *Mux) drop(sess *yamux.Session) {
 // (callers that arrive meanwhile wait for it) and starting the opening of another in the
 // background while there are fewer than Carriers.
 func (m *Mux) session(ctx context.Context) (*yamux.Session, error) {
+	if sess, err, ok := m.pick(); ok {
+		return sess, err
+	}
+	m.openMu.Lock()
+	defer m.openMu.Unlock()
+	if sess, err, ok := m.pick(); ok { // opened while this caller waited
+		return sess, err
+	}
+	sess, err := m.openCarrier(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		_ = sess.Close()
+		return nil, fmt.Errorf("tunnel: opening a multiplexed stream: %w", net.ErrClosed)
+	}
+	m.sess = append(m.sess, sess)
+	m.mu.Unlock()
+	if sess, err, ok := m.pick(); ok {
+		return sess, err
+	}
+	return nil, errors.New("tunnel: the new carrier closed at once")
+}
+
+// pick returns the live carrier with the fewest streams (ok), or the Mux's closed error (ok), or
+// ok false when there is no live carrier. It starts the background opening of more carriers.
+func (m *Mux) pick() (_ *yamux.Session, _ error, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return nil, fmt.Errorf("tunnel: opening a multiplexed stream: %w", net.ErrClosed)
+		return nil, fmt.Errorf("tunnel: opening a multiplexed stream: %w", net.ErrClosed), true
 	}
 	m.sess = slices.DeleteFunc(m.sess, (*yamux.Session).IsClosed)
 	if len(m.sess) == 0 {
-		sess, err := m.openCarrier(ctx)
-		if err != nil {
-			return nil, err
-		}
-		m.sess = append(m.sess, sess)
+		return nil, nil, false
 	}
 	if len(m.sess) < max(m.Carriers, 1) && !m.opening {
 		m.opening = true
@@ -175,7 +204,7 @@ func (m *Mux) session(ctx context.Context) (*yamux.Session, error) {
 			best = sess
 		}
 	}
-	return best, nil
+	return best, nil, true
 }
 
 // openBackground opens carriers until there are Carriers or bg is cancelled. A failure leaves

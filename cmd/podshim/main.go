@@ -25,6 +25,7 @@ import (
 
 	"github.com/kubectl-tp/kubectl-tp/internal/version"
 	"github.com/kubectl-tp/kubectl-tp/podshim"
+	"github.com/kubectl-tp/kubectl-tp/podshim/contract"
 )
 
 func main() {
@@ -33,15 +34,15 @@ func main() {
 
 func run(args []string) int {
 	fs := flag.NewFlagSet("podshim", flag.ContinueOnError)
-	listen := fs.String(podshim.FlagListen, fmt.Sprintf("127.0.0.1:%d", podshim.TunnelPort), "address to listen on")
-	idle := fs.Duration(podshim.FlagIdleTimeout, podshim.DefaultIdleTimeout, "exit after no client has been heard from for this long")
-	insecure := fs.Bool(podshim.FlagInsecureNoToken, false, "accept requests without a token (testing only)")
+	listen := fs.String(contract.FlagListen, fmt.Sprintf("127.0.0.1:%d", contract.TunnelPort), "address to listen on")
+	idle := fs.Duration(contract.FlagIdleTimeout, podshim.DefaultIdleTimeout, "exit after no client has been heard from for this long")
+	insecure := fs.Bool(contract.FlagInsecureNoToken, false, "accept requests without a token (testing only)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
-	ready := fs.String(podshim.FlagReady, "", "address to listen on once ports are exposed, for a readiness probe (e.g. :4748)")
-	watchdog := fs.String(podshim.FlagWatchdog, "", "run as the swap watchdog of this Deployment instead of serving (in-cluster ServiceAccount credentials)")
-	session := fs.String(podshim.FlagSession, "", "with -watchdog: the session whose swap is guarded")
-	serviceAccount := fs.String(podshim.FlagServiceAccount, "", "with -watchdog: the watchdog's own ServiceAccount, deleted when it is done")
-	grace := fs.Duration(podshim.FlagGrace, 10*time.Second, "with -watchdog: how long the session's proxy pod must be gone before the restore")
+	ready := fs.String(contract.FlagReady, "", "address to listen on once ports are exposed, for a readiness probe (e.g. :4748)")
+	watchdog := fs.String(contract.FlagWatchdog, "", "run as the swap watchdog of this Deployment instead of serving (in-cluster ServiceAccount credentials)")
+	session := fs.String(contract.FlagSession, "", "with -watchdog: the session whose swap is guarded")
+	serviceAccount := fs.String(contract.FlagServiceAccount, "", "with -watchdog: the watchdog's own ServiceAccount, deleted when it is done")
+	grace := fs.Duration(contract.FlagGrace, 10*time.Second, "with -watchdog: how long the session's proxy pod must be gone before the restore")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -55,7 +56,7 @@ func run(args []string) int {
 	}
 	token := os.Getenv(podshim.TokenVar)
 	if token == "" && !*insecure {
-		logger.Printf("%s is not set (use -%s to run without one)", podshim.TokenVar, podshim.FlagInsecureNoToken)
+		logger.Printf("%s is not set (use -%s to run without one)", podshim.TokenVar, contract.FlagInsecureNoToken)
 		return 2
 	}
 	if *idle <= 0 {

@@ -1,10 +1,14 @@
-package podshim
+// Package contract is the contract between the proxy pod that kubectl-tp builds (package
+// session) and podshim's command line (cmd/podshim): flag names, ports and the token variable.
+// Both sides use these names, so the pod spec and the binary cannot drift apart.
+//
+// It holds constants only and imports nothing of podshim, so the plugin links none of podshim's
+// server (which builds for Linux only).
+package contract
 
 import "fmt"
 
-// The contract between the proxy pod that kubectl-tp builds (package session) and podshim's
-// command line (cmd/podshim): flag names, ports and the token variable (TokenVar). Both sides
-// use these names, so the pod spec and the binary cannot drift apart.
+// Flags of podshim's command line.
 const (
 	// FlagListen is the tunnel's listen address; kubectl-tp always gives 127.0.0.1:TunnelPort,
 	// reachable only through the API server's port-forward.
@@ -16,12 +20,15 @@ const (
 	// FlagInsecureNoToken runs podshim without a token: for tests only, never in a proxy pod.
 	FlagInsecureNoToken = "insecure-no-token"
 	// FlagWatchdog, FlagSession, FlagServiceAccount and FlagGrace run podshim as a swap's
-	// watchdog (see Watchdog).
+	// watchdog (podshim.Watchdog).
 	FlagWatchdog       = "watchdog"
 	FlagSession        = "session"
 	FlagServiceAccount = "service-account"
 	FlagGrace          = "grace"
 )
+
+// TokenVar is the environment variable that carries the session token to podshim.
+const TokenVar = "TP_TOKEN"
 
 // Ports of the proxy pod.
 const (
