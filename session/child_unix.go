@@ -15,15 +15,18 @@ import (
 // once, from us, not twice.
 func ownProcessGroup(cmd *exec.Cmd) { cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} }
 
-// followWindowSize copies the terminal's size to the pty now and on every SIGWINCH.
+// followWindowSize copies the terminal's size to the pty now and on every SIGWINCH, until stop.
 func followWindowSize(tty, ptmx *os.File) (stop func()) {
 	winch := make(chan os.Signal, 1)
 	signal.Notify(winch, syscall.SIGWINCH)
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		for range winch {
 			_ = pty.InheritSize(tty, ptmx)
 		}
 	}()
 	winch <- syscall.SIGWINCH
-	return func() { signal.Stop(winch); close(winch) }
+	// stop returns once the copier is done, so the caller may close the pty after it.
+	return func() { signal.Stop(winch); close(winch); <-done }
 }
