@@ -76,6 +76,9 @@ type Server struct {
 	// tcpSocket readiness probe: a Service then sends traffic to the pod only when it is carried
 	// back to the laptop. Empty means no readiness listener.
 	ReadyAddr string
+	// Direct, when set, is the direct path's listener state (OpDirect registers clients with
+	// it); the caller serves Direct.Listener's connections with Serve too (MergeListeners).
+	Direct *Direct
 	// ExposeHost is the address exposed ports are bound to; empty means all the pod's addresses
 	// (what --expose needs). Tests set 127.0.0.1.
 	ExposeHost string
@@ -233,6 +236,8 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		s.serveAccept(ctx, c)
 	case tunnel.OpMux:
 		s.serveMux(ctx, c)
+	case tunnel.OpDirect:
+		s.serveDirect(c, &req)
 	default:
 		s.reply(c, fail(tunnel.CodeBadRequest, fmt.Sprintf("unknown op %q", req.Op)))
 	}

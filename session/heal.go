@@ -190,11 +190,16 @@ func (s *Session) replacePod(ctx context.Context, why string, down time.Time) er
 	go func() { _ = deletePod(s.opts.Client, s.opts.Namespace, old) }()
 	sctx, cancel := context.WithTimeout(ctx, s.opts.StartTimeout)
 	defer cancel()
-	if _, err := waitReady(sctx, s.opts.Client, s.opts.Namespace, name, func(string) {}); err != nil {
+	running, err := waitReady(sctx, s.opts.Client, s.opts.Namespace, name, func(string) {})
+	if err != nil {
 		return fmt.Errorf("replacement proxy pod %s did not start: %w", name, err)
 	}
 	s.retargeted.Store(time.Now().UnixNano())
+	s.direct.Store(nil) // it led to the lost pod
 	s.fwd.Retarget(name)
+	if s.tryDirect(sctx, running.Status.PodIP) {
+		s.verbosef("%s", s.pathDescription())
+	}
 	if s.swapped != "" {
 		if err := s.moveSwap(ctx, name); err != nil {
 			return err

@@ -38,11 +38,20 @@ type podSpec struct {
 	Name, Namespace, SessionID, Owner string
 	Image, Token                      string
 	IdleTimeout                       time.Duration
+	// Direct starts podshim's direct-path listener (TLS, pinned certificates) on DirectPort.
+	Direct bool
 }
 
 // buildPod returns a pod that Pod Security "restricted" admits: non-root, no capabilities, no
 // privilege escalation, RuntimeDefault seccomp, read-only root filesystem.
 func buildPod(s podSpec) *corev1.Pod {
+	args := []string{
+		contract.Arg(contract.FlagListen, fmt.Sprintf("127.0.0.1:%d", TunnelPort)),
+		contract.Arg(contract.FlagIdleTimeout, s.IdleTimeout),
+	}
+	if s.Direct {
+		args = append(args, contract.Arg(contract.FlagDirect, fmt.Sprintf(":%d", contract.DirectPort)))
+	}
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:        s.Name,
@@ -65,11 +74,8 @@ func buildPod(s podSpec) *corev1.Pod {
 				Name:            ContainerName,
 				Image:           s.Image,
 				ImagePullPolicy: corev1.PullIfNotPresent,
-				Args: []string{
-					contract.Arg(contract.FlagListen, fmt.Sprintf("127.0.0.1:%d", TunnelPort)),
-					contract.Arg(contract.FlagIdleTimeout, s.IdleTimeout),
-				},
-				Env: []corev1.EnvVar{{Name: contract.TokenVar, Value: s.Token}},
+				Args:            args,
+				Env:             []corev1.EnvVar{{Name: contract.TokenVar, Value: s.Token}},
 				Resources: corev1.ResourceRequirements{
 					Requests: corev1.ResourceList{
 						corev1.ResourceCPU:    resource.MustParse("10m"),

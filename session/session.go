@@ -78,6 +78,9 @@ type Options struct {
 	Expose []PortMap
 	// Transparent chooses transparent mode (the zero value: proxy variables only).
 	Transparent TransparentMode
+	// Direct carries the tunnel straight to the proxy pod's IP when this machine can reach it
+	// (see direct.go); the zero value always uses the API server's port-forward.
+	Direct bool
 	// AlsoProxy are ranges carried to the cluster in transparent mode besides the cluster's own.
 	AlsoProxy []netip.Prefix
 	// Verbose prints detail (failed dials, DNS errors) to Stderr.
@@ -110,6 +113,8 @@ type Session struct {
 	closeErr error
 	// handedBack is set once HandBack ran (see handover.go).
 	handedBack bool
+	// direct is the working direct path to the proxy pod, or nil (see direct.go).
+	direct atomic.Pointer[directPath]
 	// runCtx lives from the end of Start until Close.
 	runCtx context.Context
 	// watchdog is set when the swap's watchdog runs (see startWatchdog).

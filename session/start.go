@@ -87,7 +87,7 @@ func (s *Session) planPod(ctx context.Context, p *progress, token string) (*core
 	}
 	spec := podSpec{
 		Name: s.PodName, Namespace: opts.Namespace, SessionID: s.ID, Owner: owner(),
-		Image: opts.Image, Token: token, IdleTimeout: opts.IdleTimeout,
+		Image: opts.Image, Token: token, IdleTimeout: opts.IdleTimeout, Direct: opts.Direct,
 	}
 	pod := buildPod(spec)
 	s.Exposed = opts.Expose
@@ -182,7 +182,7 @@ func (s *Session) connect(ctx, startCtx context.Context, p *progress, token stri
 	}
 	p.set("connecting through port-forward")
 	s.fwd = &forward.Forwarder{Config: opts.Config, Namespace: opts.Namespace, Pod: s.PodName, Port: TunnelPort}
-	s.mux = &tunnel.Mux{Carrier: s.fwd.Open, Token: token, Carriers: tunnelCarriers}
+	s.mux = &tunnel.Mux{Carrier: s.carrier, Token: token, Carriers: tunnelCarriers}
 	s.client = &tunnel.Client{Open: s.mux.Open, Token: token}
 	hello, err := s.hello(startCtx)
 	if err != nil {
@@ -191,6 +191,9 @@ func (s *Session) connect(ctx, startCtx context.Context, p *progress, token stri
 	if hello.Version != version.Version {
 		fmt.Fprintf(opts.Stderr, "kubectl-tp: warning: podshim in the pod is version %s, this plugin is %s; use --image %s or upgrade\n", hello.Version, version.Version, version.Image())
 	}
+	// Before anything keeps a stream open (heartbeat, --expose), so that moving the carriers
+	// breaks nothing.
+	s.tryDirect(startCtx, running.Status.PodIP)
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel, s.runCtx = cancel, runCtx
 	s.wg.Add(2)
@@ -249,10 +252,10 @@ func (s *Session) printStartup() {
 		return
 	}
 	if t := s.transparent; t != nil {
-		fmt.Fprintf(s.opts.Stderr, "kubectl-tp: session %s: pod %s/%s, %s (DNS %s)\n",
-			s.ID, s.opts.Namespace, s.PodName, t.describe(), t.dns)
+		fmt.Fprintf(s.opts.Stderr, "kubectl-tp: session %s: pod %s/%s, %s (DNS %s); %s\n",
+			s.ID, s.opts.Namespace, s.PodName, t.describe(), t.dns, s.pathDescription())
 		return
 	}
-	fmt.Fprintf(s.opts.Stderr, "kubectl-tp: session %s: pod %s/%s, proxy variables: SOCKS5 %s, HTTP proxy %s, DNS %s\n",
-		s.ID, s.opts.Namespace, s.PodName, s.Endpoints.SOCKS, s.Endpoints.HTTP, s.Endpoints.DNS)
+	fmt.Fprintf(s.opts.Stderr, "kubectl-tp: session %s: pod %s/%s, proxy variables: SOCKS5 %s, HTTP proxy %s, DNS %s; %s\n",
+		s.ID, s.opts.Namespace, s.PodName, s.Endpoints.SOCKS, s.Endpoints.HTTP, s.Endpoints.DNS, s.pathDescription())
 }

@@ -66,6 +66,9 @@ const (
 	OpAccept = "accept"
 	// OpMux turns the stream into a yamux carrier of further streams (see [Mux]).
 	OpMux = "mux"
+	// OpDirect registers the client's certificate for the direct path (see [Client.Direct]) and
+	// returns the server's certificate and direct port.
+	OpDirect = "direct"
 )
 
 // Error codes carried in [Response.Code]. The empty string means success.
@@ -105,6 +108,8 @@ type Request struct {
 	MaxBytes int64 `json:"maxBytes,omitempty"`
 	// Ports are the pod ports to listen on for OpExpose.
 	Ports []int `json:"ports,omitempty"`
+	// Cert is the client's DER certificate for OpDirect.
+	Cert []byte `json:"cert,omitempty"`
 }
 
 // Response is the server's answer to a [Request].
@@ -127,8 +132,11 @@ type Response struct {
 	Ndots int `json:"ndots,omitempty"`
 	// Env is podshim's process environment, "KEY=value" (OpEnv).
 	Env []string `json:"env,omitempty"`
-	// Port is the exposed pod port an accepted connection arrived on (OpAccept).
+	// Port is the exposed pod port an accepted connection arrived on (OpAccept), or the direct
+	// path's port (OpDirect).
 	Port int `json:"port,omitempty"`
+	// Cert is the server's DER certificate on the direct path (OpDirect).
+	Cert []byte `json:"cert,omitempty"`
 	// Peer is the address of the in-cluster client of an accepted connection (OpAccept).
 	Peer string `json:"peer,omitempty"`
 }

@@ -143,6 +143,18 @@ func (m *Mux) Close() error {
 	return err
 }
 
+// Redial closes the current carriers (their streams end), so that the next Open opens new ones
+// through Carrier: after the path to podshim changed.
+func (m *Mux) Redial() {
+	m.mu.Lock()
+	all := m.sess
+	m.sess = nil
+	m.mu.Unlock()
+	for _, sess := range all {
+		_ = sess.Close()
+	}
+}
+
 func (m *Mux) drop(sess *yamux.Session) {
 	m.mu.Lock()
 	m.sess = slices.DeleteFunc(m.sess, func(s *yamux.Session) bool { return s == sess })

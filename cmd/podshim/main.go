@@ -38,6 +38,7 @@ func run(args []string) int {
 	idle := fs.Duration(contract.FlagIdleTimeout, podshim.DefaultIdleTimeout, "exit after no client has been heard from for this long")
 	insecure := fs.Bool(contract.FlagInsecureNoToken, false, "accept requests without a token (testing only)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	direct := fs.String(contract.FlagDirect, "", "also serve the tunnel over TLS on this address (e.g. :4749), for clients that registered their certificate (the direct path)")
 	ready := fs.String(contract.FlagReady, "", "address to listen on once ports are exposed, for a readiness probe (e.g. :4748)")
 	watchdog := fs.String(contract.FlagWatchdog, "", "run as the swap watchdog of this Deployment instead of serving (in-cluster ServiceAccount credentials)")
 	session := fs.String(contract.FlagSession, "", "with -watchdog: the session whose swap is guarded")
@@ -77,6 +78,19 @@ func run(args []string) int {
 		IdleTimeout: *idle,
 		ReadyAddr:   *ready,
 		Logf:        func(format string, args ...any) { logger.Printf(format, args...) },
+	}
+	if *direct != "" {
+		dln, err := net.Listen("tcp", *direct)
+		if err != nil {
+			logger.Print(err)
+			return 1
+		}
+		if srv.Direct, err = podshim.NewDirect(dln.Addr().(*net.TCPAddr).Port); err != nil {
+			logger.Print(err)
+			return 1
+		}
+		logger.Printf("direct path (TLS, pinned client certificates) on %s", dln.Addr())
+		ln = podshim.MergeListeners(ln, srv.Direct.Listener(dln))
 	}
 	switch err := srv.Serve(ctx, ln); {
 	case errors.Is(err, podshim.ErrIdle):

@@ -15,6 +15,9 @@ const (
 	FlagListen = "listen"
 	// FlagIdleTimeout is how long podshim lives on without hearing from its client.
 	FlagIdleTimeout = "idle-timeout"
+	// FlagDirect is where podshim serves the tunnel over TLS to registered clients (the direct
+	// path): every address of the pod, DirectPort.
+	FlagDirect = "direct"
 	// FlagReady is where podshim listens once exposed ports are carried back (a readiness probe).
 	FlagReady = "ready"
 	// FlagInsecureNoToken runs podshim without a token: for tests only, never in a proxy pod.
@@ -36,6 +39,8 @@ const (
 	TunnelPort = 4747
 	// ReadyPort is where podshim answers its readiness probe once exposed ports are carried back.
 	ReadyPort = 4748
+	// DirectPort is the direct path's TLS listener (FlagDirect).
+	DirectPort = 4749
 )
 
 // Arg formats one flag of podshim's command line: Arg(FlagGrace, "10s") is "-grace=10s".
