@@ -185,7 +185,8 @@ func TestRunSurvivesLongOutage(t *testing.T) {
 	}
 	defer lp.Close()
 	kcfg := kubeconfigVia(t, lp.Addr())
-	c := startRequestingChild(t, ns, "--kubeconfig", kcfg, "--idle-timeout", "10s")
+	// --direct=false: the outage is of the API server, which the direct path would not cross.
+	c := startRequestingChild(t, ns, "--kubeconfig", kcfg, "--idle-timeout", "10s", "--direct=false")
 	pods := tpPods(t, ns)
 	if len(pods) != 1 {
 		t.Fatalf("want one proxy pod, got %v", pods)

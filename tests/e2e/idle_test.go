@@ -135,7 +135,8 @@ def fresh():
     return line(c)
 report("new conn", fresh)
 `)
-	s := startTrSession(t, ns, []string{"--expose", fmt.Sprintf("%d:%d", localPort, exposed)}, "exec python3 "+script)
+	// --direct=false: the idle cut is the kubelet's and containerd's, on the port-forward path.
+	s := startTrSession(t, ns, []string{"--direct=false", "--expose", fmt.Sprintf("%d:%d", localPort, exposed)}, "exec python3 "+script)
 	if !strings.HasPrefix(s.Mode, "transparent mode") {
 		t.Fatalf("the session is not in transparent mode: %q", s.Mode)
 	}

@@ -50,7 +50,8 @@ done
 exit 9`
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := tpCmd(ctx, "run", "-n", ns, "--kubeconfig", kcfg, "--quiet", "--", "sh", "-c", script)
+	// --direct=false: this test is about the path through the API server, which it cuts.
+	cmd := tpCmd(ctx, "run", "-n", ns, "--kubeconfig", kcfg, "--quiet", "--direct=false", "--", "sh", "-c", script)
 	done := make(chan result, 1)
 	go func() { done <- run(cmd) }()
 	waitFor(t, 60*time.Second, "the first request", func() error {
