@@ -104,7 +104,7 @@ func TestRunPTY(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ptmx.Close()
-	var out bytes.Buffer
+	var out syncBuffer
 	done := make(chan struct{})
 	go func() { _, _ = io.Copy(&out, ptmx); close(done) }()
 	err = cmd.Wait()
@@ -151,7 +151,7 @@ func TestRunKilledClientPodStops(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := tpCmd(ctx, "run", "-n", ns, "--", "sleep", "600")
-	var stderr bytes.Buffer
+	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
