@@ -230,10 +230,26 @@ type info struct {
 	cpus                                            int
 	cpuModel, memory, kernel                        string
 	runtime                                         time.Duration
+	// loadBefore and loadAfter are /proc/loadavg's 1, 5 and 15 minute averages when the bench
+	// began and ended: how quiet the machine was.
+	loadBefore, loadAfter string
+}
+
+// loadAverage returns the 1, 5 and 15 minute load averages ("" where /proc/loadavg is missing).
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func collectInfo(e *env) (info, error) {
-	in := info{date: time.Now().UTC().Format("2006-01-02 15:04 MST"), goVersion: runtime.Version(), cpus: runtime.NumCPU()}
+	in := info{date: time.Now().UTC().Format("2006-01-02 15:04 MST"), goVersion: runtime.Version(), cpus: runtime.NumCPU(), loadBefore: loadAverage()}
 	out, err := exec.CommandContext(e.ctx, e.plugin, "version").Output()
 	if err != nil {
 		return in, fmt.Errorf("%s version: %w", *plugin, err)

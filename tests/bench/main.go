@@ -186,6 +186,7 @@ func run(ctx context.Context) (err error) {
 		fmt.Print(tableMarkdown([]section{sections[len(sections)-1]}))
 	}
 	info.runtime = time.Since(began)
+	info.loadAfter = loadAverage()
 	md := report(info, sections)
 	fmt.Print("\n" + md)
 	if *outMD != "" {

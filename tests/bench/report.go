@@ -188,7 +188,7 @@ func report(in info, secs []section) string {
 		rs = append(rs, rttName(s.rtt))
 	}
 	fmt.Fprintf(&b, "# kubectl-tp benchmarks\n\nWritten by `make bench` (`go run ./tests/bench`, see its package doc) on %s in %s.\n\n", in.date, in.runtime.Round(time.Second))
-	fmt.Fprintf(&b, "- Machine: %d CPUs (%s), %s memory, Linux %s; a single-node local cluster (tests/cluster) on the same machine, shared with other work while measuring.\n", in.cpus, in.cpuModel, in.memory, in.kernel)
+	fmt.Fprintf(&b, "- Machine: %d CPUs (%s), %s memory, Linux %s; a single-node local cluster (tests/cluster) on the same machine. Load average (1, 5, 15 min) before the bench: %s; after: %s (how quiet the machine was; the bench itself adds about 1–2).\n", in.cpus, in.cpuModel, in.memory, in.kernel, in.loadBefore, in.loadAfter)
 	fmt.Fprintf(&b, "- Versions: %s (image `%s`), Kubernetes server %s, kubectl %s, %s.\n", in.plugin, *podImage, in.server, in.kubectl, in.goVersion)
 	fmt.Fprintf(&b, "- Method: %d runs per measurement, kubectl-tp and the baseline alternating (the order flips each run); each cell is the median with min–max. Ratio = kubectl-tp median ÷ baseline median. Added RTT: %s, by a delaying TCP proxy in front of the API server (tests/latency), so it applies to every API-server hop of both kubectl-tp and kubectl; %s.\n", *runs, strings.Join(rs, ", "), windowNote())
 	fmt.Fprintf(&b, "- Targets: the test app pod `bulk`, by pod IP through kubectl-tp and by `kubectl port-forward pod/bulk` for the baseline (its /bytes repeats the alphabet, so it is compressible; curl asks for no content encoding). Latency rows: GET /color, up to %d requests or %s per run (the request counts are in the row). Connections/s: %s per run.\n", *latN, *latMax, *connDur)
