@@ -152,16 +152,19 @@ func watchPod(ctx context.Context, cs Clientset, w watch.Interface, progress fun
 
 // waitingFailures are container waiting reasons after which the pod will not start by itself
 // soon enough to be worth waiting for.
-var waitingFailures = map[string]string{
-	"ErrImagePull":               "the image cannot be pulled",
-	"ImagePullBackOff":           "the image cannot be pulled",
-	"InvalidImageName":           "the image name is invalid",
-	"ErrImageNeverPull":          "the image is not on the node and the pull policy forbids pulling",
-	"CreateContainerConfigError": "the container configuration is invalid",
-	"CreateContainerError":       "the container could not be created",
-	"RunContainerError":          "the container could not be started",
-	"CrashLoopBackOff":           "the container keeps crashing",
+var waitingFailures = map[string]struct{ what, fix string }{
+	"ErrImagePull":               {"the image cannot be pulled", imageFix},
+	"ImagePullBackOff":           {"the image cannot be pulled", imageFix},
+	"InvalidImageName":           {"the image name is invalid", imageFix},
+	"ErrImageNeverPull":          {"the image is not on the node and the pull policy forbids pulling", imageFix},
+	"CreateContainerConfigError": {"the container configuration is invalid", "check what the workload's env and volumes refer to (a missing Secret, ConfigMap or key?)"},
+	"CreateContainerError":       {"the container could not be created", "kubectl describe pod shows the runtime's reason"},
+	"RunContainerError":          {"the container could not be started", "kubectl describe pod shows the runtime's reason"},
+	"CrashLoopBackOff":           {"the container keeps crashing", "kubectl logs shows why; check --image"},
 }
+
+// imageFix is the advice for image problems.
+const imageFix = "check --image and that the node can pull it"
 
 // podStarted reports whether the podshim container runs (true, nil), cannot start (true, err), or
 // is still on its way (false, nil).
@@ -183,8 +186,8 @@ func podStarted(ctx context.Context, cs Clientset, pod *corev1.Pod, progress fun
 			return true, nil
 		}
 		if wt := st.State.Waiting; wt != nil {
-			if what, bad := waitingFailures[wt.Reason]; bad {
-				return true, fmt.Errorf("proxy pod %s cannot start: %s (%s: %s); check --image and that the node can pull it", pod.Name, what, wt.Reason, oneLine(wt.Message))
+			if f, bad := waitingFailures[wt.Reason]; bad {
+				return true, fmt.Errorf("proxy pod %s cannot start: %s (%s: %s); %s", pod.Name, f.what, wt.Reason, oneLine(wt.Message), f.fix)
 			}
 			if wt.Reason != "" {
 				progress("pod " + pod.Name + ": " + wt.Reason)

@@ -232,7 +232,10 @@ func podFromTemplate(s podSpec, tpl *corev1.PodTemplateSpec, c *corev1.Container
 	spec.ServiceAccountName = src.ServiceAccountName
 	spec.AutomountServiceAccountToken = src.AutomountServiceAccountToken
 	spec.EnableServiceLinks = src.EnableServiceLinks
-	spec.Volumes = slices.Clone(src.Volumes)
+	spec.Volumes = make([]corev1.Volume, len(src.Volumes))
+	for i := range src.Volumes {
+		spec.Volumes[i] = *src.Volumes[i].DeepCopy()
+	}
 	spec.ImagePullSecrets = src.ImagePullSecrets
 	spec.NodeSelector = src.NodeSelector
 	spec.Tolerations = src.Tolerations
@@ -264,7 +267,12 @@ func podFromTemplate(s podSpec, tpl *corev1.PodTemplateSpec, c *corev1.Container
 		}
 	}
 	shim := &spec.Containers[0]
-	shim.Env = append(slices.Clone(c.Env), shim.Env...)
+	env := make([]corev1.EnvVar, len(c.Env))
+	for i := range c.Env {
+		env[i] = *c.Env[i].DeepCopy()
+	}
+	shim.Env = append(env, shim.Env...)
+	renameContainerRefs(spec)
 	shim.EnvFrom = slices.Clone(c.EnvFrom)
 	shim.WorkingDir = c.WorkingDir
 	for _, m := range c.VolumeMounts {
@@ -278,6 +286,44 @@ func podFromTemplate(s podSpec, tpl *corev1.PodTemplateSpec, c *corev1.Container
 		shim.Resources.Requests = corev1.ResourceList{}
 	}
 	return pod
+}
+
+// renameContainerRefs points the resourceFieldRefs that name the workload's container (in env and
+// in downwardAPI volumes, plain or projected) at the proxy pod's container, which carries that
+// container's resources: the kubelet refuses a pod whose references name a container it lacks.
+// References to other containers of the template (sidecars, which the proxy pod does not run)
+// are pointed there too: their values then are the chosen container's, not the sidecar's.
+func renameContainerRefs(spec *corev1.PodSpec) {
+	fix := func(r *corev1.ResourceFieldSelector) {
+		if r != nil && r.ContainerName != "" {
+			r.ContainerName = ContainerName
+		}
+	}
+	for i := range spec.Containers {
+		for j := range spec.Containers[i].Env {
+			if vf := spec.Containers[i].Env[j].ValueFrom; vf != nil {
+				fix(vf.ResourceFieldRef)
+			}
+		}
+	}
+	items := func(list []corev1.DownwardAPIVolumeFile) {
+		for k := range list {
+			fix(list[k].ResourceFieldRef)
+		}
+	}
+	for i := range spec.Volumes {
+		v := &spec.Volumes[i]
+		if v.DownwardAPI != nil {
+			items(v.DownwardAPI.Items)
+		}
+		if v.Projected != nil {
+			for j := range v.Projected.Sources {
+				if d := v.Projected.Sources[j].DownwardAPI; d != nil {
+					items(d.Items)
+				}
+			}
+		}
+	}
 }
 
 // keepLabels gives the proxy pod the template's labels (so the Deployment's Services select it)
