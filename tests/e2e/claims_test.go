@@ -275,20 +275,7 @@ spec:
 func TestSwapNextRestoresDeadSwap(t *testing.T) {
 	ns := namespace(t)
 	swapApp(t, ns, "api")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := tpCmd(ctx, "run", "-n", ns, "--idle-timeout", "5s", "--swap-deployment", "api", "--", "sh", "-c", "exec "+localApp(""))
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 60*time.Second, "the swap to take the Deployment's traffic", func() error {
-		if !strings.Contains(stderr.String(), "scaled to 0") {
-			return fmt.Errorf("stderr: %q", stderr.String())
-		}
-		return nil
-	})
+	cmd, _ := startSwap(t, ns, localApp(""), "--idle-timeout", "5s")
 	pods := tpPods(t, ns)
 	if len(pods) != 1 {
 		t.Fatalf("want one proxy pod, got %v", pods)

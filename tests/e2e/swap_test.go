@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -70,6 +71,29 @@ spec:
 		return nil
 	})
 	return client
+}
+
+// startSwap runs `kubectl tp run -n ns --swap-deployment api FLAGS -- sh -c "exec APP"` and waits
+// until the swap has taken the Deployment's traffic (its "scaled to 0" line). The session's
+// stderr is returned for the test to read while it runs.
+func startSwap(t *testing.T, ns, app string, flags ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	t.Cleanup(cancel)
+	args := append(append([]string{"run", "-n", ns, "--swap-deployment", "api"}, flags...), "--", "sh", "-c", "exec "+app)
+	cmd := tpCmd(ctx, args...)
+	stderr := new(syncBuffer)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "the swap to take the Deployment's traffic", func() error {
+		if !strings.Contains(stderr.String(), "scaled to 0") {
+			return fmt.Errorf("stderr: %q", stderr.String())
+		}
+		return nil
+	})
+	return cmd, stderr
 }
 
 // yamlArgs appends extra, quoted, to base, the items of a YAML flow sequence.
@@ -214,20 +238,7 @@ func TestSwapDeployment(t *testing.T) {
 func TestSwapCrashThenCleanup(t *testing.T) {
 	ns := namespace(t)
 	swapApp(t, ns, "api")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := tpCmd(ctx, "run", "-n", ns, "--swap-deployment", "api", "--", "sh", "-c", "exec "+localApp(""))
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 60*time.Second, "the swap to take the Deployment's traffic", func() error {
-		if !strings.Contains(stderr.String(), "scaled to 0") {
-			return fmt.Errorf("stderr: %q", stderr.String())
-		}
-		return nil
-	})
+	cmd, _ := startSwap(t, ns, localApp(""))
 	// A second session on the same Deployment is refused while the first lives.
 	r := tp(t, "run", "-n", ns, "--swap-deployment", "api", "--", "true")
 	if r.Code == 0 || !strings.Contains(r.Stderr, "already swapped by a live session") {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -38,20 +37,7 @@ func TestSwapWatchdogRestores(t *testing.T) {
 	t.Parallel()
 	ns := namespace(t)
 	swapApp(t, ns, "api")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := tpCmd(ctx, "run", "-n", ns, "--swap-deployment", "api", "--idle-timeout", "10s", "--", "sh", "-c", "exec "+localApp(""))
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 60*time.Second, "the swap to take the Deployment's traffic", func() error {
-		if !strings.Contains(stderr.String(), "scaled to 0") {
-			return fmt.Errorf("stderr: %q", stderr.String())
-		}
-		return nil
-	})
+	cmd, stderr := startSwap(t, ns, localApp(""), "--idle-timeout", "10s")
 	if strings.Contains(stderr.String(), "no swap watchdog") {
 		t.Fatalf("the admin user got no watchdog:\n%s", stderr.String())
 	}
@@ -118,25 +104,12 @@ func TestSwapResumedAfterRestore(t *testing.T) {
 	t.Parallel()
 	ns := namespace(t)
 	client := swapApp(t, ns, "api")
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
 	// Other local ports than TestSwapWatchdogRestores, which runs at the same time.
-	cmd := tpCmd(ctx, "run", "-n", ns, "--swap-deployment", "api", "--idle-timeout", "10s", "--expose", "38180:38080", "--expose", "39100:39000",
-		"--", "sh", "-c", "exec "+localApp("-http=127.0.0.1:38180 -health=127.0.0.1:39100"))
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stderr := startSwap(t, ns, localApp("-http=127.0.0.1:38180 -health=127.0.0.1:39100"),
+		"--idle-timeout", "10s", "--expose", "38180:38080", "--expose", "39100:39000")
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	defer signalTree(t, cmd.Process.Pid, syscall.SIGKILL)
-	waitFor(t, 60*time.Second, "the swap to take the Deployment's traffic", func() error {
-		if !strings.Contains(stderr.String(), "scaled to 0") {
-			return fmt.Errorf("stderr: %q", stderr.String())
-		}
-		return nil
-	})
 	signalTree(t, cmd.Process.Pid, syscall.SIGSTOP)
 	asleep := time.Now()
 	waitFor(t, 90*time.Second, "the watchdog to restore deployment/api", func() error {
