@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kubectl-tp/kubectl-tp/internal/logger"
+
 	"github.com/kubectl-tp/kubectl-tp/internal/relay"
 )
 
@@ -31,7 +33,7 @@ type Redirector struct {
 	// DialTimeout bounds one dial through the tunnel (default 30 s).
 	DialTimeout time.Duration
 	// Logf logs failed dials; nil means no logging.
-	Logf func(format string, args ...any)
+	Logf logger.Logf
 
 	mu      sync.Mutex
 	pending map[netip.AddrPort]*expected

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kubectl-tp/kubectl-tp/internal/logger"
+
 	"github.com/miekg/dns"
 
 	"github.com/kubectl-tp/kubectl-tp/internal/dnsclient"
@@ -95,7 +97,7 @@ type Resolver struct {
 	// the child's resolver may have appended to a cluster name.
 	LocalSearch []string
 	// Logf logs diagnostics; nil means no logging.
-	Logf func(format string, args ...any)
+	Logf logger.Logf
 
 	mu      sync.Mutex
 	decided map[string]*pendingDecision // by base name, for A and AAAA questions

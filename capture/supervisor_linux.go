@@ -16,6 +16,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/kubectl-tp/kubectl-tp/internal/logger"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/kubectl-tp/kubectl-tp/tunnel"
@@ -55,7 +57,7 @@ type Supervisor struct {
 	// DNS is where port-53 connects go.
 	DNS DNSAddrs
 	// Logf logs what the supervisor does (verbose); nil means no logging.
-	Logf func(format string, args ...any)
+	Logf logger.Logf
 
 	parentEnd, childEnd *os.File
 

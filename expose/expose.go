@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kubectl-tp/kubectl-tp/internal/logger"
+
 	"github.com/kubectl-tp/kubectl-tp/internal/relay"
 
 	"github.com/kubectl-tp/kubectl-tp/tunnel"
@@ -67,7 +69,7 @@ type Forwarder struct {
 	Pool int
 	// Logf logs problems (a local port nothing listens on, a broken tunnel), each kind
 	// at most once a minute; nil means no logging.
-	Logf func(format string, args ...any)
+	Logf logger.Logf
 	// DialLocal connects to a local port; nil means a net.Dialer to 127.0.0.1:port.
 	DialLocal func(ctx context.Context, port int) (net.Conn, error)
 

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kubectl-tp/kubectl-tp/internal/logger"
+
 	"github.com/kubectl-tp/kubectl-tp/internal/relay"
 
 	"github.com/kubectl-tp/kubectl-tp/tunnel"
@@ -60,7 +62,7 @@ func (s *Server) reverseFor(ctx context.Context) *reverseState {
 // reverseState is the listeners, parked accept streams and waiting inbound
 // connections of one Serve call.
 type reverseState struct {
-	logf func(format string, args ...any)
+	logf logger.Logf
 	host string
 
 	mu      sync.Mutex

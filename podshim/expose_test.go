@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/kubectl-tp/kubectl-tp/internal/testnet"
 	"io"
 	"net"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kubectl-tp/kubectl-tp/internal/testnet"
 
 	"github.com/kubectl-tp/kubectl-tp/expose"
 	"github.com/kubectl-tp/kubectl-tp/tunnel"

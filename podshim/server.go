@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kubectl-tp/kubectl-tp/internal/logger"
+
 	"github.com/kubectl-tp/kubectl-tp/internal/relay"
 
 	"github.com/libp2p/go-yamux/v5"
@@ -64,7 +66,7 @@ type Server struct {
 	// ndots still come from ResolvConf. Meant for tests.
 	Nameservers []string
 	// Logf logs diagnostics; nil means no logging.
-	Logf func(format string, args ...any)
+	Logf logger.Logf
 	// Dial opens outgoing connections; nil means a net.Dialer (which uses the pod's
 	// resolver and search list).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)

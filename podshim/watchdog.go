@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/kubectl-tp/kubectl-tp/internal/logger"
 )
 
 // Swap annotations on a Deployment (the same names as session's; podshim imports no k8s.io or
@@ -51,7 +53,7 @@ type Watchdog struct {
 	// Interval is the time between checks (default 2 s).
 	Interval time.Duration
 	// Logf logs each state change; nil means no logging.
-	Logf func(format string, args ...any)
+	Logf logger.Logf
 }
 
 // errNotFound is returned for a 404 answer.

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kubectl-tp/kubectl-tp/internal/logger"
+
 	"github.com/miekg/dns"
 )
 
@@ -29,7 +31,7 @@ type DNS struct {
 	// Exchanger resolves the queries.
 	Exchanger Exchanger
 	// Logf logs diagnostics; nil means no logging.
-	Logf func(format string, args ...any)
+	Logf logger.Logf
 
 	mu     sync.Mutex
 	closed bool

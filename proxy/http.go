@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kubectl-tp/kubectl-tp/internal/logger"
+
 	"github.com/elazarl/goproxy"
 )
 
@@ -28,7 +30,7 @@ type HTTP struct {
 	// NoAuth serves without authentication.
 	NoAuth bool
 	// Logf logs diagnostics; nil means no logging.
-	Logf func(format string, args ...any)
+	Logf logger.Logf
 
 	mu      sync.Mutex
 	closed  bool

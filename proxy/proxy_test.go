@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"github.com/kubectl-tp/kubectl-tp/internal/testnet"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kubectl-tp/kubectl-tp/internal/testnet"
 
 	"github.com/miekg/dns"
 

@@ -12,6 +12,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/kubectl-tp/kubectl-tp/internal/logger"
 )
 
 // SameUserListener is a loopback TCP listener that accepts only connections opened by processes
@@ -33,7 +35,7 @@ type SameUserListener struct {
 	// UID is the user whose connections are accepted; SameUser sets it to os.Getuid().
 	UID int
 	// Logf logs each refused connection; nil means no logging.
-	Logf func(format string, args ...any)
+	Logf logger.Logf
 
 	// tables are the socket tables searched in order.
 	tables []string
@@ -48,7 +50,7 @@ const (
 // SameUser wraps ln so that it accepts only connections from processes of the current user. It
 // fails when the kernel's socket table cannot be read (systems other than Linux, /proc not
 // mounted); ln is then left open for the caller to close.
-func SameUser(ln net.Listener, logf func(format string, args ...any)) (*SameUserListener, error) {
+func SameUser(ln net.Listener, logf logger.Logf) (*SameUserListener, error) {
 	f, err := os.Open(procTCP)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: cannot check the user of local connections: %w", err)

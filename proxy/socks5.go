@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kubectl-tp/kubectl-tp/internal/logger"
+
 	socks5 "github.com/things-go/go-socks5"
 	"github.com/things-go/go-socks5/statute"
 
@@ -31,7 +33,7 @@ type SOCKS5 struct {
 	// NoAuth serves without authentication (for a listener guarded otherwise, e.g. SameUser).
 	NoAuth bool
 	// Logf logs diagnostics; nil means no logging.
-	Logf func(format string, args ...any)
+	Logf logger.Logf
 
 	mu     sync.Mutex
 	closed bool

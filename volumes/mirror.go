@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kubectl-tp/kubectl-tp/internal/logger"
+
 	"github.com/kubectl-tp/kubectl-tp/tunnel"
 )
 
@@ -65,7 +67,7 @@ type Mirror struct {
 	Interval time.Duration
 	// Logf logs problems: failed syncs (once until they change), files the pod could
 	// not read, and skipped mounts when OnSkip is nil. Nil means no logging.
-	Logf func(format string, args ...any)
+	Logf logger.Logf
 	// OnSkip is called when a mount is not copied because it exceeds the server's byte
 	// limit, with the mount path and the server's one-line reason. It is called
 	// again only when the reason changes or after the mount was copied in between.

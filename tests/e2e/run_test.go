@@ -185,7 +185,8 @@ func TestRunKilledClientPodStops(t *testing.T) {
 }
 
 // TestRunSignalsDuringStartup interrupts the plugin at random moments of its start-up: each time it
-// must exit non-zero and leave no pod behind.
+// exits 128+N, saying it was interrupted while starting when the child had not started yet (the
+// child, once started, gets the signal and ends 128+N itself), and leaves no pod behind.
 func TestRunSignalsDuringStartup(t *testing.T) {
 	ns := namespace(t)
 	sigs := []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}
@@ -194,22 +195,26 @@ func TestRunSignalsDuringStartup(t *testing.T) {
 		sig := sigs[i%len(sigs)]
 		delay := time.Duration(rand.IntN(2500)) * time.Millisecond
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		cmd := tpCmd(ctx, "run", "-n", ns, "--quiet", "--", "sleep", "30")
-		var stderr bytes.Buffer
+		cmd := tpCmd(ctx, "run", "-n", ns, "--", "sleep", "30")
+		var stderr syncBuffer
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
 			cancel()
 			t.Fatal(err)
 		}
-		time.Sleep(delay)
+		time.Sleep(delay) // the moment of the signal, chosen at random: not a synchronisation
 		_ = cmd.Process.Signal(sig)
 		err := cmd.Wait()
 		cancel()
 		code := cmd.ProcessState.ExitCode()
-		if err == nil || code == 0 {
-			t.Errorf("round %d (%s after %s): exit code %d, want non-zero", i, sig, delay, code)
+		if err == nil || code != 128+int(sig) {
+			t.Errorf("round %d (%s after %s): exit code %d, want %d\n%s", i, sig, delay, code, 128+int(sig), stderr.String())
 		}
-		t.Logf("round %d: %s after %s → exit %d", i, sig, delay, code)
+		started := strings.Contains(stderr.String(), "kubectl-tp: session ")
+		if said := strings.Contains(stderr.String(), "interrupted by "+sig.String()+" while starting"); !started && !said {
+			t.Errorf("round %d (%s after %s): interrupted before the session started, but stderr does not say so:\n%s", i, sig, delay, stderr.String())
+		}
+		t.Logf("round %d: %s after %s → exit %d (session started: %v)", i, sig, delay, code, started)
 	}
 	noPodsLeft(t, ns, 30*time.Second)
 }
