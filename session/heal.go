@@ -197,6 +197,12 @@ func (s *Session) replacePod(ctx context.Context, why string, down time.Time) er
 	s.retargeted.Store(time.Now().UnixNano())
 	s.direct.Store(nil) // it led to the lost pod
 	s.fwd.Retarget(name)
+	if s.mux != nil {
+		// Every carrier led to the lost pod: the port-forward ones end with Retarget, but a
+		// direct one to a pod IP that vanished would only time out. New streams must not wait
+		// on them.
+		s.mux.Redial()
+	}
 	if s.tryDirect(sctx, running.Status.PodIP) {
 		s.verbosef("%s", s.pathDescription())
 	}
