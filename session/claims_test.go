@@ -513,24 +513,30 @@ func readJSONEnv(t *testing.T, path string) []string {
 	return out
 }
 
+// mountedDeployment returns deployment ns/api whose container "app" mounts a volume at vol, a
+// directory of this machine holding config.yaml (in the fake cluster podshim runs here, so the
+// "volume" it reads is that directory), with env.
+func mountedDeployment(t *testing.T, env ...corev1.EnvVar) (string, *appsv1.Deployment) {
+	t.Helper()
+	vol := t.TempDir()
+	if err := os.WriteFile(filepath.Join(vol, "config.yaml"), []byte("color: green\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return vol, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "api", Namespace: "ns"}, Spec: appsv1.DeploymentSpec{
+		Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+			Volumes: []corev1.Volume{{Name: "config", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+			Containers: []corev1.Container{{Name: "app", Env: env,
+				VolumeMounts: []corev1.VolumeMount{{Name: "config", MountPath: vol}}}},
+		}},
+	}}
+}
+
 // TestFromMountModes checks README's --mount: by default the volume copy is a private
 // temporary directory removed on exit; with --mount DIR it goes to DIR and is kept on exit;
 // with --mount=false nothing is copied (no TP_ROOT, no directory), while the environment is
 // still captured.
 func TestFromMountModes(t *testing.T) {
-	// The "volume" podshim reads: in the fake cluster podshim runs on this machine, so the
-	// mount path is a directory here.
-	vol := t.TempDir()
-	if err := os.WriteFile(filepath.Join(vol, "config.yaml"), []byte("color: green\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "api", Namespace: "ns"}, Spec: appsv1.DeploymentSpec{
-		Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
-			Volumes: []corev1.Volume{{Name: "config", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
-			Containers: []corev1.Container{{Name: "app", Env: []corev1.EnvVar{{Name: "GREETING", Value: "hi"}},
-				VolumeMounts: []corev1.VolumeMount{{Name: "config", MountPath: vol}}}},
-		}},
-	}}
+	vol, dep := mountedDeployment(t, corev1.EnvVar{Name: "GREETING", Value: "hi"})
 	chosen := filepath.Join(t.TempDir(), "my-copy")
 	cases := []struct {
 		name, mount string
@@ -599,16 +605,7 @@ func TestFromMountModes(t *testing.T) {
 // such as the copy a previous session kept there — is refused before the volumes are copied,
 // with an error naming it, so that no file of the user's is overwritten or mixed with secrets.
 func TestFromMountDirMustBeNewOrEmpty(t *testing.T) {
-	vol := t.TempDir()
-	if err := os.WriteFile(filepath.Join(vol, "config.yaml"), []byte("color: green\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "api", Namespace: "ns"}, Spec: appsv1.DeploymentSpec{
-		Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
-			Volumes:    []corev1.Volume{{Name: "config", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
-			Containers: []corev1.Container{{Name: "app", VolumeMounts: []corev1.VolumeMount{{Name: "config", MountPath: vol}}}},
-		}},
-	}}
+	vol, dep := mountedDeployment(t)
 	cases := []struct {
 		name    string
 		prepare func(t *testing.T, dir string)

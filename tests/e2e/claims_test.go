@@ -76,14 +76,7 @@ sys.stdin.readline()
 print("BYE", flush=True)
 `
 	cmd := tpCmd(ctx, "run", "-n", ns, "--quiet", "--", "python3", "-c", child)
-	cmd.SysProcAttr.Setpgid = false
-	cmd.SysProcAttr.Setsid = true
-	cmd.SysProcAttr.Setctty = true
-	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 33, Cols: 101})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ptmx.Close()
+	ptmx := startInPTY(t, cmd)
 	lines := make(chan string, 64)
 	go func() {
 		sc := bufio.NewScanner(ptmx)

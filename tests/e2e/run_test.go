@@ -96,18 +96,11 @@ func TestRunPTY(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := tpCmd(ctx, "run", "-n", ns, "--quiet", "--", "sh", "-c", `if [ -t 0 ] && [ -t 1 ]; then echo "TTY-YES $(stty size)"; else echo TTY-NO; fi`)
-	cmd.SysProcAttr.Setpgid = false
-	cmd.SysProcAttr.Setsid = true
-	cmd.SysProcAttr.Setctty = true
-	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 33, Cols: 101})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ptmx.Close()
+	ptmx := startInPTY(t, cmd)
 	var out syncBuffer
 	done := make(chan struct{})
 	go func() { _, _ = io.Copy(&out, ptmx); close(done) }()
-	err = cmd.Wait()
+	err := cmd.Wait()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
@@ -354,4 +347,19 @@ func TestRunProfile(t *testing.T) {
 	if total < 100 {
 		t.Errorf("the CPU profile of a 256 MiB download sampled %.0f ms of CPU, want the download's (several hundred ms); pprof -top said:\n%.2000s", total, report)
 	}
+}
+
+// startInPTY starts cmd as the leader of a new session whose controlling terminal is a fresh
+// 33×101 pseudo-terminal, as a user's shell would run kubectl tp; the pty is closed with the test.
+func startInPTY(t *testing.T, cmd *exec.Cmd) *os.File {
+	t.Helper()
+	cmd.SysProcAttr.Setpgid = false
+	cmd.SysProcAttr.Setsid = true
+	cmd.SysProcAttr.Setctty = true
+	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 33, Cols: 101})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ptmx.Close() })
+	return ptmx
 }
