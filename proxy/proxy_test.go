@@ -382,8 +382,17 @@ func TestProxiesFailClosed(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := tt.serve(listen(t)); err == nil || !strings.Contains(err.Error(), "must both be set") {
-				t.Fatalf("Serve = %v, want a refusal", err)
+			ln := listen(t)
+			errc := make(chan error, 1)
+			go func() { errc <- tt.serve(ln) }()
+			select {
+			case err := <-errc:
+				if err == nil || !strings.Contains(err.Error(), "must both be set") {
+					t.Fatalf("Serve = %v, want a refusal", err)
+				}
+			case <-time.After(10 * time.Second): // failure detection only: a refusal is immediate
+				ln.Close()
+				t.Fatal("Serve is serving an open proxy instead of refusing")
 			}
 		})
 	}
