@@ -1,6 +1,7 @@
 package session
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +35,10 @@ type Child struct {
 	Stdout, Stderr io.Writer
 	// Stop, when closed, asks the child to end: SIGTERM, then SIGKILL after StopGrace.
 	Stop <-chan struct{}
+	// Cancelled, when closed before the child starts, means a signal came while the session was
+	// starting: Run then starts nothing and returns context.Canceled. (Checked after Run's own
+	// signal handler is in place, so no signal falls between the two.)
+	Cancelled <-chan struct{}
 	// BeforeSignal, when set, runs on the first SIGINT, SIGTERM or SIGHUP, before that signal is
 	// passed on (a swap hands its traffic back to the cluster while the child still serves). A
 	// second signal during it is passed on at once, with the first.
@@ -75,6 +80,11 @@ func (c Child) Run() (int, error) {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+	select {
+	case <-c.Cancelled:
+		return 1, context.Canceled
+	default:
+	}
 
 	if f, ok := c.Stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		return c.runPTY(cmd, f, sigs)

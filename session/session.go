@@ -185,6 +185,7 @@ func Run(ctx context.Context, opts Options) (code int, runErr error) {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.SwitchTraffic() }()
 	}
+	child.Cancelled = ctx.Done()
 	code, err = child.Run()
 	if lerr := s.LostErr(); lerr != nil && err == nil {
 		return max(code, 1), lerr
