@@ -66,11 +66,13 @@ func TestRunPTYResize(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	child := `
-import fcntl, signal, struct, sys, termios
+import fcntl, os, signal, struct, sys, termios
 def size():
     r, c = struct.unpack("hhhh", fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8))[:2]
     return "%d %d" % (r, c)
-signal.signal(signal.SIGWINCH, lambda *a: print("WINCH " + size(), flush=True))
+# os.write, not print: a handler that prints while the main thread is inside buffered I/O
+# fails with "reentrant call".
+signal.signal(signal.SIGWINCH, lambda *a: os.write(1, ("WINCH " + size() + "\r\n").encode()))
 print("READY " + size(), flush=True)
 sys.stdin.readline()
 print("BYE", flush=True)
