@@ -25,26 +25,33 @@ const (
 // function of kubectl-tp calls it first and hands over to [HelperMain] when it is true.
 func IsHelper() bool { return os.Getenv(envFD) != "" }
 
-// HelperMain is the helper's whole life: it sets no_new_privs, installs the [Filter] with a
+// HelperMain is the helper's whole life: it runs before (when set; an error ends the helper
+// with that error given to the supervisor, and the command does not run), sets no_new_privs, installs the [Filter] with a
 // user-notification listener, passes the listener to the supervisor over the inherited
 // socketpair, waits until the supervisor holds it, and executes the command with the caller's
 // argv and environment (without the helper's variables). It never returns. Until the exec the
 // helper makes no trapped system call: one would wait for a supervisor that is waiting for it.
-func HelperMain() {
-	os.Exit(helper())
+func HelperMain(before func() error) {
+	os.Exit(helper(before))
 }
 
-func helper() int {
+func helper(before func() error) int {
 	fd, err := strconv.Atoi(os.Getenv(envFD))
 	if err != nil || fd < 3 {
 		fmt.Fprintf(os.Stderr, "kubectl tp: capture helper: bad %s\n", envFD)
 		return 126
 	}
 	path, exec := os.LookupEnv(envPath)
-	env := withoutHelperEnv(os.Environ())
 
 	// The filter binds to this thread; exec keeps only this thread.
 	runtime.LockOSThread()
+	if before != nil {
+		if err := before(); err != nil {
+			_, _ = unix.Write(fd, []byte("E"+err.Error()))
+			return 126
+		}
+	}
+	env := withoutHelperEnv(os.Environ())
 	listener, err := installFilter()
 	if err != nil {
 		_, _ = unix.Write(fd, []byte("E"+err.Error()))

@@ -27,7 +27,7 @@ import (
 // childMain when TP_CAPTURE_CHILD names an action.
 func TestMain(m *testing.M) {
 	if IsHelper() {
-		HelperMain()
+		HelperMain(nil)
 	}
 	if action := os.Getenv("TP_CAPTURE_CHILD"); action != "" {
 		os.Exit(childMain(action, os.Args[1:]))

@@ -37,4 +37,4 @@ func Probe() error { return errUnsupported }
 func IsHelper() bool { return false }
 
 // HelperMain is never called here.
-func HelperMain() {}
+func HelperMain(before func() error) {}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kubectl-tp/kubectl-tp/capture"
+	"github.com/kubectl-tp/kubectl-tp/volumes/realpaths"
 
 	"github.com/creack/pty"
 	"golang.org/x/term"
@@ -46,6 +47,9 @@ type Child struct {
 	// Capture, when set, runs the child in transparent mode under this supervisor, which Run
 	// closes when the child has exited.
 	Capture *capture.Supervisor
+	// RealPaths, with Capture, are volume copies the child sees at their real paths (its helper
+	// applies them; see package volumes/realpaths).
+	RealPaths []realpaths.Mount
 }
 
 // LookPath resolves argv0 like the shell does, with an error a user understands.
@@ -75,6 +79,11 @@ func (c Child) Run() (int, error) {
 			return 1, err
 		}
 		defer c.Capture.Close()
+		if len(c.RealPaths) > 0 {
+			if err := realpaths.Prepare(cmd, c.RealPaths); err != nil {
+				return 1, err
+			}
+		}
 	}
 
 	sigs := make(chan os.Signal, 4)

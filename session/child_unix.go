@@ -13,7 +13,12 @@ import (
 
 // ownProcessGroup puts the child in its own process group, so that a terminal's signal reaches it
 // once, from us, not twice.
-func ownProcessGroup(cmd *exec.Cmd) { cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} }
+func ownProcessGroup(cmd *exec.Cmd) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
+}
 
 // followWindowSize copies the terminal's size to the pty now and on every SIGWINCH, until stop.
 func followWindowSize(tty, ptmx *os.File) (stop func()) {

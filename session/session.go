@@ -81,6 +81,9 @@ type Options struct {
 	// Direct carries the tunnel straight to the proxy pod's IP when this machine can reach it
 	// (see direct.go); the zero value always uses the API server's port-forward.
 	Direct bool
+	// NoRealPaths keeps the volume copies under $TP_ROOT only. Otherwise, in transparent mode on
+	// Linux, the child also sees them at their mount paths (see package volumes/realpaths).
+	NoRealPaths bool
 	// AlsoProxy are ranges carried to the cluster in transparent mode besides the cluster's own.
 	AlsoProxy []netip.Prefix
 	// Verbose prints detail (failed dials, DNS errors) to Stderr.
@@ -178,6 +181,7 @@ func Run(ctx context.Context, opts Options) (code int, runErr error) {
 	if t := s.transparent; t != nil {
 		child.Env = TransparentEnv(base, s.Endpoints, t.ranges)
 		child.Capture = t.sup
+		child.RealPaths = t.mounts
 	} else {
 		child.Env = ChildEnv(base, s.Endpoints)
 	}

@@ -222,6 +222,7 @@ func (s *Session) startLocal(startCtx context.Context, p *progress, created, run
 		if err := s.startTransparent(runCtx, hello, running.Status.PodIP); err != nil {
 			return err
 		}
+		s.planRealPaths(created)
 	}
 	if len(s.Exposed) > 0 {
 		ports := map[int]int{}

@@ -13,6 +13,7 @@ import (
 	"github.com/kubectl-tp/kubectl-tp/internal/dnsclient"
 	"github.com/kubectl-tp/kubectl-tp/proxy"
 	"github.com/kubectl-tp/kubectl-tp/tunnel"
+	"github.com/kubectl-tp/kubectl-tp/volumes/realpaths"
 )
 
 // TransparentMode chooses between transparent mode (every connection of the child's process
@@ -35,6 +36,8 @@ type transparent struct {
 	// ranges are the literal addresses carried to the cluster.
 	ranges []netip.Prefix
 	dns    string
+	// mounts are the volume copies the child sees at their real paths.
+	mounts []realpaths.Mount
 }
 
 // chooseMode probes transparent mode as opts ask; it returns whether the session uses it.
@@ -143,7 +146,11 @@ func (t *transparent) describe() string {
 	for i, p := range t.ranges {
 		r[i] = p.String()
 	}
-	return fmt.Sprintf("transparent mode: cluster names (as %s) and %s go through the pod", capture.SyntheticPrefix, strings.Join(r, ", "))
+	d := fmt.Sprintf("transparent mode: cluster names (as %s) and %s go through the pod", capture.SyntheticPrefix, strings.Join(r, ", "))
+	if len(t.mounts) > 0 {
+		d += fmt.Sprintf(", %d volume(s) at their real paths", len(t.mounts))
+	}
+	return d
 }
 
 // TransparentEnv returns base with the session's TP_* variables set for transparent mode. No

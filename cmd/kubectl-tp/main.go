@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/kubectl-tp/kubectl-tp/capture"
+	"github.com/kubectl-tp/kubectl-tp/volumes/realpaths"
 
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	// Auth plugins (exec, OIDC, …) so that every kubeconfig kubectl accepts works here too.
@@ -15,9 +16,13 @@ import (
 )
 
 func main() {
-	// A session starts its command through kubectl-tp itself, as the transparent-mode helper.
+	// A session starts its command through kubectl-tp itself, as the transparent-mode helper,
+	// which first puts the volume copies at their real paths when asked to.
+	if realpaths.IsProbe() {
+		realpaths.ProbeMain()
+	}
 	if capture.IsHelper() {
-		capture.HelperMain()
+		capture.HelperMain(realpaths.Setup)
 	}
 	streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
 	cmd := NewRootCommand(streams)

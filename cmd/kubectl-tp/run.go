@@ -56,6 +56,8 @@ type RunOptions struct {
 	// Transparent is --transparent: carry every connection of the command to the cluster (Linux),
 	// not only those of programs that honour proxy variables.
 	Transparent bool
+	// RealPaths shows the volume copies at their mount paths too, in transparent mode (--real-paths).
+	RealPaths bool
 	// Direct lets the tunnel go straight to the proxy pod when it is reachable (--direct).
 	Direct bool
 	// AlsoProxy are the --also-proxy ranges carried to the cluster in transparent mode.
@@ -136,6 +138,7 @@ exit code is returned.`,
 	cmd.Flags().StringVar(&o.SwapDeployment, "swap-deployment", "", "replace this Deployment (NAME[:CONTAINER]) with the proxy pod until exit: its Services reach your local process")
 	cmd.Flags().BoolVar(&o.Direct, "direct", true, "carry the tunnel straight to the proxy pod's IP over TLS (pinned certificates) when this machine can reach it, else through the API server; false: always through the API server")
 	cmd.Flags().BoolVar(&o.Transparent, "transparent", true, "carry every connection of COMMAND and its children to cluster names and addresses through the tunnel (Linux "+capture.MinKernel+"+; where it cannot work, proxy variables are used and a line says why); false: proxy variables only")
+	cmd.Flags().BoolVar(&o.RealPaths, "real-paths", true, "with --from or --swap-deployment in transparent mode (Linux): COMMAND also sees the volume copies at their mount paths (e.g. /var/run/secrets/kubernetes.io/serviceaccount), read-only, in a private mount namespace; false: under $TP_ROOT only")
 	cmd.Flags().StringArrayVar(&o.AlsoProxy, "also-proxy", nil, "in transparent mode, also carry this range to the cluster (CIDR or address, repeatable; e.g. a database reachable only from the cluster)")
 	cmd.Flags().StringArrayVar(&o.Expose, "expose", nil, "carry connections to pod port REMOTE back to local port LOCAL (LOCAL[:REMOTE], repeatable)")
 	return cmd
@@ -261,7 +264,7 @@ func (o *RunOptions) Run(ctx context.Context) error {
 		Config: o.config, Client: o.client, Namespace: o.namespace,
 		Image: o.Image, Command: o.Command, IdleTimeout: o.IdleTimeout, StartTimeout: o.StartTimeout,
 		From: o.target, Swap: o.swap, Expose: o.ports, EnvFile: o.EnvFile, EnvJSON: o.EnvJSON, EnvSyntax: o.EnvSyntax, Mount: o.Mount,
-		MaxVolumeBytes: o.maxVolumeBytes, Transparent: o.transparent, AlsoProxy: o.alsoProxy, Verbose: o.Verbose, Direct: o.Direct,
+		MaxVolumeBytes: o.maxVolumeBytes, Transparent: o.transparent, AlsoProxy: o.alsoProxy, Verbose: o.Verbose, Direct: o.Direct, NoRealPaths: !o.RealPaths,
 		Stdin: o.In, Stdout: o.Out, Stderr: o.ErrOut, Quiet: o.Quiet,
 	})
 	if err != nil {

@@ -10,7 +10,8 @@
 // mode has its own rows, in one --transparent=true session: connect(2) latency outside any session
 // vs trapped and let through vs diverted to the cluster, one-stream download vs SOCKS5 and
 // port-forward, and a python3 run with no network work inside and outside a session (see
-// measureTransparent). Round-trip time is added with tests/latency, a delaying TCP proxy in front
+// measureTransparent); volumes at their real paths (--real-paths) against $TP_ROOT only: start-up,
+// python imports and reads of a mounted file (see measureFiles). Round-trip time is added with tests/latency, a delaying TCP proxy in front
 // of the API server.
 //
 // It prints one Markdown table and writes it to -out (docs/benchmarks.md) with the machine,

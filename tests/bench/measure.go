@@ -167,6 +167,11 @@ func measure(e *env) ([]row, error) {
 		return nil, err
 	}
 	rows = append(rows, tr...)
+	files, err := measureFiles(e)
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows, files...)
 	if wanted("reverse (--expose)") {
 		rev, err := measureReverse(e)
 		if err != nil {

@@ -96,7 +96,7 @@ func setup() error {
 	// Helpers run as the child of `kubectl tp run`: a scriptable client and the test app itself
 	// (the "local version" of a swapped service).
 	clientBin = filepath.Join(workDir, "tpclient")
-	build := exec.Command("go", "build", "-o", workDir+"/", "./tests/e2e/tpclient", "./tests/testapp")
+	build := exec.Command("go", "build", "-o", workDir+"/", "./tests/e2e/tpclient", "./tests/testapp", "./tests/e2e/incluster")
 	build.Dir = repoRoot
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -111,7 +111,7 @@ func setup() error {
 		if err != nil {
 			return err
 		}
-		for _, p := range []string{workDir, userKubeconfig, pluginBin, clientBin, filepath.Join(workDir, "testapp")} {
+		for _, p := range []string{workDir, userKubeconfig, pluginBin, clientBin, filepath.Join(workDir, "testapp"), filepath.Join(workDir, "incluster")} {
 			if err := os.Chown(p, int(cred.Uid), int(cred.Gid)); err != nil {
 				return err
 			}
