@@ -56,11 +56,7 @@ FUZZ_TARGETS := ./tunnel/:FuzzReadFrame ./tunnel/:FuzzReadDNSMsg \
 	./podshim/:FuzzResolverCandidates ./capture/:FuzzResolverExchange ./envcapture/:FuzzWriteRead \
 	./envcapture/:FuzzRead ./volumes/:FuzzSyncArchive
 fuzz:
-	@for t in $(FUZZ_TARGETS); do \
-	  echo "$(GO) test -run '^$$' -fuzz '^$${t#*:}$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $${t%%:*}"; \
-	  $(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) \
-	    $${t%%:*} || exit 1; \
-	done
+	@bash hack/fuzz.sh '$(GO)' '$(FUZZTIME)' '$(FUZZMINIMIZETIME)' $(FUZZ_TARGETS)
 
 fuzz-resolve:
 	$(GO) test -run '^$$' -fuzz '^FuzzResolve$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./podshim/

@@ -242,3 +242,34 @@ func readFile(t *testing.T, p string) string {
 	}
 	return string(b)
 }
+
+// TestRealPathsFallback runs the plugin where its user cannot create user namespaces (a user
+// namespace of its own whose user.max_user_namespaces is 0, so the machine's setting is left
+// alone): the session says in one line why the volumes are under $TP_ROOT only, and the command
+// runs with them there.
+func TestRealPathsFallback(t *testing.T) {
+	ns := namespace(t)
+	controllerApp(t, ns)
+	mustNotExist(t, "/etc/app")
+	args := []string{"run", "-n", ns, "--from", "deployment/ctl", "--", "sh", "-c",
+		`if [ -e /etc/app ]; then echo "REAL=present"; else echo "REAL=absent"; fi; echo "COPY=$(tr '\n' ';' < "$TP_ROOT/etc/app/config.yaml")"`}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := tpCmd(ctx, args...)
+	wrap := `echo 0 > /proc/sys/user/max_user_namespaces && exec setpriv --inh-caps=-all --ambient-caps=-all "$@"`
+	cmd.Args = append([]string{"unshare", "--user", "--map-current-user", "--keep-caps", "sh", "-c", wrap, "sh", pluginBin}, args...)
+	cmd.Path = "/usr/bin/unshare"
+	r := run(cmd)
+	if r.Code != 0 {
+		t.Fatalf("session failed: %s", r)
+	}
+	got := lines(r.Stdout)
+	if got["REAL"] != "absent" || got["COPY"] != "mode: reconcile;workers: 4;" {
+		t.Errorf("want the copy under $TP_ROOT only: %s", r)
+	}
+	want := "volumes are under $TP_ROOT only, not at their real paths: user namespaces are off on this machine (user.max_user_namespaces=0)"
+	if !strings.Contains(r.Stderr, want) {
+		t.Errorf("stderr lacks %q:\n%s", want, r.Stderr)
+	}
+	noPodsLeft(t, ns, 30*time.Second)
+}
