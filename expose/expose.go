@@ -265,12 +265,7 @@ func (f *Forwarder) handle(ctx context.Context, conn net.Conn, port int, peer st
 		return
 	}
 	defer lc.Close()
-	stop := context.AfterFunc(ctx, func() {
-		conn.Close()
-		lc.Close()
-	})
-	defer stop()
-	relay.Pipe(conn, lc)
+	relay.PipeContext(ctx, conn, lc)
 }
 
 func (f *Forwarder) dialLocal(ctx context.Context, port int) (net.Conn, error) {

@@ -3,7 +3,8 @@
 // pod, resolves DNS with the pod's resolv.conf semantics, reports its environment,
 // sends the contents of its volumes, listens on exposed ports and hands inbound
 // connections back to the laptop over parked streams, answers heartbeats, and exits
-// when no client has been heard from for a while.
+// when no client has been heard from for a while. In router mode (see [RouterConfig]) it
+// is instead the shared intercept router of one Service.
 //
 // It leaves out the listener (the caller provides one, normally on 127.0.0.1 and
 // reached through a Kubernetes port-forward), flag parsing and process exit (see
@@ -84,6 +85,13 @@ type Server struct {
 	// ExposeHost is the address exposed ports are bound to; empty means all the pod's addresses
 	// (what --expose needs). Tests set 127.0.0.1.
 	ExposeHost string
+	// Router, when set, runs podshim as the intercept router of a Service (see RouterConfig):
+	// Serve also listens on Router.Ports, serves only the hello, mux and intercept ops, and
+	// does not end for want of clients (IdleTimeout does not apply; see RouterStatus).
+	Router *RouterConfig
+
+	// router is the running router of Serve in router mode.
+	router atomic.Pointer[routerState]
 
 	lastHeard atomic.Int64 // unix nanoseconds
 
@@ -135,6 +143,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.heard()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	if s.Router != nil {
+		rs, err := s.startRouter(ctx)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer rs.wait()
+	}
 
 	var (
 		wg    sync.WaitGroup
@@ -174,6 +190,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	idle := s.idleTimeout()
 	timer := time.NewTimer(idle)
 	defer timer.Stop()
+	if s.Router != nil {
+		timer.Stop() // a router serves until cancelled
+	}
 	var result error
 loop:
 	for {
@@ -221,6 +240,10 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		return
 	}
 	s.heard()
+	if s.Router != nil && !routerOp(req.Op) {
+		s.reply(c, fail(tunnel.CodeBadRequest, fmt.Sprintf("op %q is not served by an intercept router", req.Op)))
+		return
+	}
 	switch req.Op {
 	case tunnel.OpHello:
 		s.serveHello(c)
@@ -240,6 +263,12 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		s.serveMux(ctx, c)
 	case tunnel.OpDirect:
 		s.serveDirect(c, &req)
+	case tunnel.OpIntercept:
+		s.serveIntercept(ctx, c, &req)
+	case tunnel.OpInterceptAccept:
+		s.serveInterceptAccept(ctx, c, &req)
+	case tunnel.OpInterceptList:
+		s.serveInterceptList(c)
 	default:
 		s.reply(c, fail(tunnel.CodeBadRequest, fmt.Sprintf("unknown op %q", req.Op)))
 	}

@@ -76,6 +76,10 @@ type Options struct {
 	// Expose are the ports the proxy pod listens on and carries back to local ports; with Swap,
 	// every TCP containerPort of the container is added (same local port) unless remapped here.
 	Expose []PortMap
+	// Intercept, when set, takes a Service's requests that carry its headers (all of them without
+	// headers) to the child, through the Service's shared router (see intercept.go); the child
+	// stands in for the Service's workload unless From says otherwise.
+	Intercept *InterceptSpec
 	// Transparent chooses transparent mode (the zero value: proxy variables only).
 	Transparent TransparentMode
 	// Direct carries the tunnel straight to the proxy pod's IP when this machine can reach it
@@ -126,6 +130,8 @@ type Session struct {
 	Exposed []PortMap
 	// transparent is set when the child runs in transparent mode.
 	transparent *transparent
+	// intercept is set with Options.Intercept.
+	intercept *intercepting
 
 	// podTemplate is the proxy pod as first created; replacements are copies of it.
 	podTemplate *corev1.Pod
@@ -319,6 +325,10 @@ func (s *Session) Close() error {
 			}
 		}
 		var errs []error
+		if ierr := s.closeIntercept(); ierr != nil {
+			fmt.Fprintf(s.opts.Stderr, "kubectl-tp: %v\n", ierr)
+			errs = append(errs, ierr)
+		}
 		if s.swapped != "" {
 			if _, rerr := RestoreDeployment(s.opts.Client, s.opts.Namespace, s.swapped, s.ID); rerr != nil {
 				rerr = fmt.Errorf("restoring deployment/%s: %w (run: kubectl tp cleanup -n %s)", s.swapped, rerr, s.opts.Namespace)

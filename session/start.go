@@ -37,10 +37,18 @@ func Start(ctx context.Context, opts Options) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.Intercept != nil {
+		if err := s.planInterceptFor(ctx, p); err != nil {
+			return nil, err
+		}
+	}
 	token := randomHex(16)
 	pod, err := s.planPod(ctx, p, token)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Intercept != nil {
+		pod.Annotations[AnnotationIntercept] = opts.Intercept.String()
 	}
 	if err := s.claimSwap(ctx, p); err != nil {
 		if s.swapped == "" {
@@ -64,6 +72,11 @@ func Start(ctx context.Context, opts Options) (*Session, error) {
 	}
 	if err := s.startLocal(startCtx, p, created, running, hello, useTransparent); err != nil {
 		return s, err
+	}
+	if s.intercept != nil {
+		if err := s.startIntercept(startCtx, p); err != nil {
+			return s, err
+		}
 	}
 	p.stop()
 	s.printStartup()
@@ -251,6 +264,9 @@ func (s *Session) startLocal(startCtx context.Context, p *progress, created, run
 func (s *Session) printStartup() {
 	if s.opts.Quiet {
 		return
+	}
+	if d := s.describeIntercept(); d != "" {
+		defer fmt.Fprintf(s.opts.Stderr, "kubectl-tp: intercept: %s\n", d)
 	}
 	if t := s.transparent; t != nil {
 		fmt.Fprintf(s.opts.Stderr, "kubectl-tp: session %s: pod %s/%s, %s (DNS %s); %s\n",

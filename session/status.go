@@ -21,6 +21,8 @@ type Status struct {
 	Owner     string `json:"owner,omitempty"`
 	From      string `json:"from,omitempty"`
 	Swapped   string `json:"swappedDeployment,omitempty"`
+	// Intercept is what the session intercepts: SERVICE[:PORT] and its headers ("" for none).
+	Intercept string `json:"intercept,omitempty"`
 	// Watchdog is the phase of the swap's watchdog pod ("" when there is none).
 	Watchdog string    `json:"watchdog,omitempty"`
 	Started  time.Time `json:"started"`
@@ -60,7 +62,7 @@ func List(ctx context.Context, cs Clientset, ns string) ([]Status, error) {
 			Session: p.Labels[LabelSession], Namespace: p.Namespace, Pod: p.Name,
 			Phase: string(p.Status.Phase), Alive: PodAlive(&p),
 			Owner: p.Annotations[AnnotationOwner], From: p.Annotations[AnnotationFrom],
-			Swapped: swapped[p.Namespace+"/"+p.Name], Watchdog: watchdogs[p.Labels[LabelSession]], Started: p.CreationTimestamp.Time,
+			Swapped: swapped[p.Namespace+"/"+p.Name], Intercept: p.Annotations[AnnotationIntercept], Watchdog: watchdogs[p.Labels[LabelSession]], Started: p.CreationTimestamp.Time,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })

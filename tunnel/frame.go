@@ -18,6 +18,9 @@
 //   - [OpExpose]: the server listens on pod ports while the stream stays open.
 //   - [OpAccept]: the stream waits in the server until an inbound connection reaches an
 //     exposed port, then a second response names the port and the stream carries it.
+//   - [OpIntercept], [OpInterceptAccept], [OpInterceptList]: personal intercepts, spoken with
+//     a podshim in router mode: a registration stream that lives as long as the intercept,
+//     accept streams bound to a registration, and a listing (see [Client.Intercept]).
 //   - [OpMux]: the stream becomes a carrier of many streams (yamux, laptop as client), each of
 //     which starts with its own request frame as above; see [Mux].
 //
@@ -34,6 +37,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 )
 
 // MaxFrameSize is the largest JSON payload a frame may carry, in bytes.
@@ -110,6 +114,15 @@ type Request struct {
 	Ports []int `json:"ports,omitempty"`
 	// Cert is the client's DER certificate for OpDirect.
 	Cert []byte `json:"cert,omitempty"`
+	// Headers are the "NAME=VALUE" header equalities of an OpIntercept registration.
+	Headers []string `json:"headers,omitempty"`
+	// Owner names who registers an OpIntercept (user@host), for clash errors and status.
+	Owner string `json:"owner,omitempty"`
+	// Started is when the registering session began (OpIntercept).
+	Started time.Time `json:"started,omitzero"`
+	// Intercept is a registration's key: the one an OpInterceptAccept stream serves, or the
+	// registration an OpIntercept replaces.
+	Intercept string `json:"intercept,omitempty"`
 }
 
 // Response is the server's answer to a [Request].
@@ -139,6 +152,13 @@ type Response struct {
 	Cert []byte `json:"cert,omitempty"`
 	// Peer is the address of the in-cluster client of an accepted connection (OpAccept).
 	Peer string `json:"peer,omitempty"`
+	// Intercept is the new registration's secret key (OpIntercept).
+	Intercept string `json:"intercept,omitempty"`
+	// PingMillis is the interval, in milliseconds, at which the client must ping a
+	// registration stream (OpIntercept).
+	PingMillis int64 `json:"pingMillis,omitempty"`
+	// Intercepts are the router's registrations (OpInterceptList).
+	Intercepts []InterceptInfo `json:"intercepts,omitempty"`
 }
 
 // WriteFrame encodes v as JSON and writes it to w as one length-prefixed frame.

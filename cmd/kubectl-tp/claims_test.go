@@ -182,6 +182,7 @@ func TestStatusOutput(t *testing.T) {
 	wd.Labels[session.LabelManagedBy] = session.WatchdogManagedBy
 	live := proxyPod("team-a", "live", corev1.PodRunning)
 	live.Annotations[session.AnnotationFrom] = "deployments/api:app"
+	live.Annotations[session.AnnotationIntercept] = "web:8080,x-dev=alice"
 	cs := fake.NewClientset(
 		swapped("team-a", "api", "live"), live, wd,
 		proxyPod("team-b", "ended", corev1.PodSucceeded),
@@ -199,7 +200,7 @@ func TestStatusOutput(t *testing.T) {
 		return out.String()
 	}
 	want := []session.Status{
-		{Session: "live", Namespace: "team-a", Pod: "tp-live", Phase: "Running", Alive: true, Owner: "alice@laptop", From: "deployments/api:app", Swapped: "api", Watchdog: "Running"},
+		{Session: "live", Namespace: "team-a", Pod: "tp-live", Phase: "Running", Alive: true, Owner: "alice@laptop", From: "deployments/api:app", Swapped: "api", Intercept: "web:8080,x-dev=alice", Watchdog: "Running"},
 		{Session: "ended", Namespace: "team-b", Pod: "tp-ended", Phase: "Succeeded", Alive: false, Owner: "alice@laptop"},
 	}
 	t.Run("table", func(t *testing.T) {
@@ -207,7 +208,7 @@ func TestStatusOutput(t *testing.T) {
 		if len(lines) != 3 {
 			t.Fatalf("want a header and 2 rows, got:\n%s", strings.Join(lines, "\n"))
 		}
-		cols := []string{"NAMESPACE", "SESSION", "POD", "STATE", "OWNER", "FROM", "SWAPPED", "WATCHDOG", "AGE"}
+		cols := []string{"NAMESPACE", "SESSION", "POD", "STATE", "OWNER", "FROM", "SWAPPED", "INTERCEPT", "WATCHDOG", "AGE"}
 		if got := strings.Fields(lines[0]); strings.Join(got, " ") != strings.Join(cols, " ") {
 			t.Errorf("header %q, want %q", got, cols)
 		}
@@ -217,8 +218,8 @@ func TestStatusOutput(t *testing.T) {
 			rows[f[1]] = f
 		}
 		wantRows := map[string][]string{
-			"live":  {"team-a", "live", "tp-live", "alive", "alice@laptop", "deployments/api:app", "api", "Running"},
-			"ended": {"team-b", "ended", "tp-ended", "dead", "(Succeeded)", "alice@laptop", "-", "-", "-"},
+			"live":  {"team-a", "live", "tp-live", "alive", "alice@laptop", "deployments/api:app", "api", "web:8080,x-dev=alice", "Running"},
+			"ended": {"team-b", "ended", "tp-ended", "dead", "(Succeeded)", "alice@laptop", "-", "-", "-", "-"},
 		}
 		for sess, w := range wantRows {
 			got := rows[sess]

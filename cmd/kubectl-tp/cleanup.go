@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -104,6 +105,16 @@ func (o *CleanupOptions) Run(ctx context.Context) error {
 		}
 		actions++
 		fmt.Fprintf(o.Out, "pod/%s in %s: deleted (session %s ended: %s)\n", p.Name, p.Namespace, p.Labels[session.LabelSession], p.Status.Phase)
+	}
+	lines, err := session.CleanupIntercepts(ctx, o.client, ns)
+	for _, l := range lines {
+		fmt.Fprintln(o.Out, l)
+		if !strings.HasSuffix(l, "left alone") {
+			actions++
+		}
+	}
+	if err != nil {
+		return err
 	}
 	session.SweepStaleCopies(o.Out)
 	if actions == 0 {

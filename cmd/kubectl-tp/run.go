@@ -22,6 +22,7 @@ import (
 
 	"github.com/kubectl-tp/kubectl-tp/envcapture"
 	"github.com/kubectl-tp/kubectl-tp/internal/version"
+	podintercept "github.com/kubectl-tp/kubectl-tp/podshim/intercept"
 	"github.com/kubectl-tp/kubectl-tp/session"
 	"github.com/kubectl-tp/kubectl-tp/tunnel"
 )
@@ -53,6 +54,9 @@ type RunOptions struct {
 	SwapDeployment string
 	// Expose are the --expose LOCAL[:REMOTE] values.
 	Expose []string
+	// Intercept is --intercept SERVICE[:PORT]; Headers are its --header NAME=VALUE matches.
+	Intercept string
+	Headers   []string
 	// Transparent is --transparent: carry every connection of the command to the cluster (Linux),
 	// not only those of programs that honour proxy variables.
 	Transparent bool
@@ -68,6 +72,7 @@ type RunOptions struct {
 	Command []string
 
 	transparent session.TransparentMode
+	intercept   *session.InterceptSpec
 	alsoProxy   []netip.Prefix
 
 	target         *session.Target
@@ -140,6 +145,8 @@ exit code is returned.`,
 	cmd.Flags().BoolVar(&o.Transparent, "transparent", true, "carry every connection of COMMAND and its children to cluster names and addresses through the tunnel (Linux "+capture.MinKernel+"+; where it cannot work, proxy variables are used and a line says why); false: proxy variables only")
 	cmd.Flags().BoolVar(&o.RealPaths, "real-paths", true, "with --from or --swap-deployment in transparent mode (Linux): COMMAND also sees the volume copies at their mount paths (e.g. /var/run/secrets/kubernetes.io/serviceaccount), read-only, in a private mount namespace; false: under $TP_ROOT only")
 	cmd.Flags().StringArrayVar(&o.AlsoProxy, "also-proxy", nil, "in transparent mode, also carry this range to the cluster (CIDR or address, repeatable; e.g. a database reachable only from the cluster)")
+	cmd.Flags().StringVar(&o.Intercept, "intercept", "", "take the requests of this Service (SERVICE[:PORT]) that carry every --header to your local process (port = the Service's targetPort, or --expose LOCAL:TARGET); other requests go to its pods, which keep running; without --header, all its traffic")
+	cmd.Flags().StringArrayVar(&o.Headers, "header", nil, "with --intercept: a header NAME=VALUE the requests must carry (repeatable; all must match)")
 	cmd.Flags().StringArrayVar(&o.Expose, "expose", nil, "carry connections to pod port REMOTE back to local port LOCAL (LOCAL[:REMOTE], repeatable)")
 	return cmd
 }
@@ -200,13 +207,30 @@ func (o *RunOptions) Validate() error {
 		}
 		o.swap = &t
 	}
+	if len(o.Headers) > 0 && o.Intercept == "" {
+		return errors.New("--header needs --intercept SERVICE[:PORT]")
+	}
+	if o.Intercept != "" {
+		if o.SwapDeployment != "" {
+			return errors.New("--intercept and --swap-deployment both take a service's traffic; use one of them")
+		}
+		spec, err := session.ParseIntercept(o.Intercept)
+		if err != nil {
+			return err
+		}
+		if _, err := podintercept.ParseMatch(o.Headers...); err != nil {
+			return fmt.Errorf("--header: %w", err)
+		}
+		spec.Headers = o.Headers
+		o.intercept = &spec
+	}
 	if o.From != "" {
 		t, err := session.ParseTarget(o.From)
 		if err != nil {
 			return fmt.Errorf("--from: %w", err)
 		}
 		o.target = &t
-	} else if o.swap == nil && (o.EnvFile != "" || o.EnvJSON != "") {
+	} else if o.swap == nil && o.intercept == nil && (o.EnvFile != "" || o.EnvJSON != "") {
 		return errors.New("--env-file and --env-json need a workload to capture from; add --from TYPE/NAME")
 	}
 	q, err := resource.ParseQuantity(o.MaxVolumeSize)
@@ -263,7 +287,7 @@ func (o *RunOptions) Run(ctx context.Context) error {
 	code, err := session.Run(ctx, session.Options{
 		Config: o.config, Client: o.client, Namespace: o.namespace,
 		Image: o.Image, Command: o.Command, IdleTimeout: o.IdleTimeout, StartTimeout: o.StartTimeout,
-		From: o.target, Swap: o.swap, Expose: o.ports, EnvFile: o.EnvFile, EnvJSON: o.EnvJSON, EnvSyntax: o.EnvSyntax, Mount: o.Mount,
+		From: o.target, Swap: o.swap, Intercept: o.intercept, Expose: o.ports, EnvFile: o.EnvFile, EnvJSON: o.EnvJSON, EnvSyntax: o.EnvSyntax, Mount: o.Mount,
 		MaxVolumeBytes: o.maxVolumeBytes, Transparent: o.transparent, AlsoProxy: o.alsoProxy, Verbose: o.Verbose, Direct: o.Direct, NoRealPaths: !o.RealPaths,
 		Stdin: o.In, Stdout: o.Out, Stderr: o.ErrOut, Quiet: o.Quiet,
 	})

@@ -106,13 +106,13 @@ func printSessions(w io.Writer, list []session.Status, format string) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAMESPACE\tSESSION\tPOD\tSTATE\tOWNER\tFROM\tSWAPPED\tWATCHDOG\tAGE")
+	fmt.Fprintln(tw, "NAMESPACE\tSESSION\tPOD\tSTATE\tOWNER\tFROM\tSWAPPED\tINTERCEPT\tWATCHDOG\tAGE")
 	for _, s := range list {
 		state := "alive"
 		if !s.Alive {
 			state = "dead (" + s.Phase + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Namespace, s.Session, s.Pod, state, dash(s.Owner), dash(s.From), dash(s.Swapped), dash(s.Watchdog), time.Since(s.Started).Round(time.Second))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Namespace, s.Session, s.Pod, state, dash(s.Owner), dash(s.From), dash(s.Swapped), dash(s.Intercept), dash(s.Watchdog), time.Since(s.Started).Round(time.Second))
 	}
 	return tw.Flush()
 }

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -44,6 +45,9 @@ func run(args []string) int {
 	session := fs.String(contract.FlagSession, "", "with -watchdog: the session whose swap is guarded")
 	serviceAccount := fs.String(contract.FlagServiceAccount, "", "with -watchdog: the watchdog's own ServiceAccount, deleted when it is done")
 	grace := fs.Duration(contract.FlagGrace, 10*time.Second, "with -watchdog: how long the session's proxy pod must be gone before the restore")
+	routerPorts := fs.String(contract.FlagRouterPorts, "", "run as the intercept router of a Service listening on these target ports, comma-separated (e.g. 8080,9090); -idle-timeout does not apply")
+	routerService := fs.String(contract.FlagRouterService, "", "with -router-ports, -service-account and -grace: the intercepted Service, restored (and the router retired) once no intercept has been registered for -grace (in-cluster ServiceAccount credentials)")
+	routerShadow := fs.String(contract.FlagRouterShadow, "", "with -router-ports: host name of the headless shadow Service of the real pods (e.g. api-tp-shadow.ns.svc.cluster.local)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -58,6 +62,11 @@ func run(args []string) int {
 	token := os.Getenv(podshim.TokenVar)
 	if token == "" && !*insecure {
 		logger.Printf("%s is not set (use -%s to run without one)", podshim.TokenVar, contract.FlagInsecureNoToken)
+		return 2
+	}
+	router, err := routerConfig(*routerPorts, *routerShadow)
+	if err != nil {
+		logger.Print(err)
 		return 2
 	}
 	if *idle <= 0 {
@@ -77,6 +86,7 @@ func run(args []string) int {
 		Token:       token,
 		IdleTimeout: *idle,
 		ReadyAddr:   *ready,
+		Router:      router,
 		Logf:        func(format string, args ...any) { logger.Printf(format, args...) },
 	}
 	if *direct != "" {
@@ -92,6 +102,26 @@ func run(args []string) int {
 		logger.Printf("direct path (TLS, pinned client certificates) on %s", dln.Addr())
 		ln = podshim.MergeListeners(ln, srv.Direct.Listener(dln))
 	}
+	if *routerService != "" {
+		if router == nil || *serviceAccount == "" {
+			logger.Printf("-%s needs -%s and -%s", contract.FlagRouterService, contract.FlagRouterPorts, contract.FlagServiceAccount)
+			return 2
+		}
+		api, err := inCluster()
+		if err != nil {
+			logger.Print(err)
+			return 1
+		}
+		watch := &podshim.RouterWatch{API: api.url, Client: api.client, Token: api.token, Namespace: api.namespace,
+			Service: *routerService, ServiceAccount: *serviceAccount, Grace: *grace, Status: srv.RouterStatus, Logf: logger.Printf}
+		go func() {
+			if err := watch.Run(ctx); err != nil && ctx.Err() == nil {
+				logger.Print(err)
+			}
+			// Retired: the garbage collector deletes this pod; stop serving meanwhile.
+			stop()
+		}()
+	}
 	switch err := srv.Serve(ctx, ln); {
 	case errors.Is(err, podshim.ErrIdle):
 		logger.Printf("no client heard from for %s; exiting", fmtDuration(*idle))
@@ -102,6 +132,28 @@ func run(args []string) int {
 	}
 	logger.Print("signalled; exiting")
 	return 0
+}
+
+// routerConfig reads the router flags: nil without -router-ports.
+func routerConfig(ports, shadow string) (*podshim.RouterConfig, error) {
+	if ports == "" {
+		if shadow != "" {
+			return nil, fmt.Errorf("-%s needs -%s", contract.FlagRouterShadow, contract.FlagRouterPorts)
+		}
+		return nil, nil
+	}
+	if shadow == "" {
+		return nil, fmt.Errorf("-%s needs -%s", contract.FlagRouterPorts, contract.FlagRouterShadow)
+	}
+	rc := &podshim.RouterConfig{Shadow: shadow}
+	for _, f := range strings.Split(ports, ",") {
+		p, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || p < 1 || p > 65535 {
+			return nil, fmt.Errorf("-%s: %q is not a port (1-65535)", contract.FlagRouterPorts, f)
+		}
+		rc.Ports = append(rc.Ports, p)
+	}
+	return rc, nil
 }
 
 // fmtDuration prints whole seconds as plain seconds ("90s" rather than
@@ -122,24 +174,16 @@ func runWatchdog(logger *log.Logger, deployment, session, serviceAccount string,
 		logger.Print("-watchdog needs -session and -service-account")
 		return 2
 	}
-	host, port := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT")
-	token, err1 := os.ReadFile(serviceAccountDir + "/token")
-	ns, err2 := os.ReadFile(serviceAccountDir + "/namespace")
-	ca, err3 := os.ReadFile(serviceAccountDir + "/ca.crt")
-	if host == "" || port == "" || errors.Join(err1, err2, err3) != nil {
-		logger.Printf("no in-cluster credentials: %v", errors.Join(err1, err2, err3))
-		return 1
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(ca) {
-		logger.Print("the ServiceAccount's ca.crt holds no certificate")
+	api, err := inCluster()
+	if err != nil {
+		logger.Print(err)
 		return 1
 	}
 	w := &podshim.Watchdog{
-		API:            "https://" + net.JoinHostPort(host, port),
-		Client:         &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},
-		Token:          strings.TrimSpace(string(token)),
-		Namespace:      strings.TrimSpace(string(ns)),
+		API:            api.url,
+		Client:         api.client,
+		Token:          api.token,
+		Namespace:      api.namespace,
 		Deployment:     deployment,
 		Session:        session,
 		ServiceAccount: serviceAccount,
@@ -156,4 +200,31 @@ func runWatchdog(logger *log.Logger, deployment, session, serviceAccount string,
 	// The garbage collector deletes this pod once its ServiceAccount is gone: wait for it.
 	<-ctx.Done()
 	return 0
+}
+
+// apiAccess is the pod's in-cluster access to the API server.
+type apiAccess struct {
+	url, token, namespace string
+	client                *http.Client
+}
+
+// inCluster reads the pod's ServiceAccount credentials and the API server's address.
+func inCluster() (apiAccess, error) {
+	host, port := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT")
+	token, err1 := os.ReadFile(serviceAccountDir + "/token")
+	ns, err2 := os.ReadFile(serviceAccountDir + "/namespace")
+	ca, err3 := os.ReadFile(serviceAccountDir + "/ca.crt")
+	if host == "" || port == "" || errors.Join(err1, err2, err3) != nil {
+		return apiAccess{}, fmt.Errorf("no in-cluster credentials: %v", errors.Join(err1, err2, err3))
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		return apiAccess{}, errors.New("the ServiceAccount's ca.crt holds no certificate")
+	}
+	return apiAccess{
+		url:       "https://" + net.JoinHostPort(host, port),
+		client:    &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},
+		token:     strings.TrimSpace(string(token)),
+		namespace: strings.TrimSpace(string(ns)),
+	}, nil
 }

@@ -6,6 +6,7 @@
 package relay
 
 import (
+	"context"
 	"io"
 	"net"
 	"sync"
@@ -30,4 +31,14 @@ func Pipe(a, b net.Conn) {
 	wg.Go(func() { half(a, b) })
 	wg.Go(func() { half(b, a) })
 	wg.Wait()
+}
+
+// PipeContext is Pipe that also ends, closing a and b, when ctx is done first.
+func PipeContext(ctx context.Context, a, b net.Conn) {
+	stop := context.AfterFunc(ctx, func() {
+		a.Close()
+		b.Close()
+	})
+	defer stop()
+	Pipe(a, b)
 }

@@ -28,7 +28,22 @@ const (
 	FlagSession        = "session"
 	FlagServiceAccount = "service-account"
 	FlagGrace          = "grace"
+	// FlagRouterPorts runs podshim as the intercept router of a Service (podshim.RouterConfig):
+	// the Service's target ports to listen on, comma-separated (e.g. -router-ports=8080,9090).
+	// The router pod gets the token that every intercepting session presents in TokenVar.
+	FlagRouterPorts = "router-ports"
+	// FlagRouterShadow is, with FlagRouterPorts, the host name of the headless shadow Service
+	// that selects the real pods (ShadowSuffix), e.g. api-tp-shadow.ns.svc.cluster.local.
+	FlagRouterShadow = "router-shadow"
+	// FlagRouterService, with FlagServiceAccount and FlagGrace, makes a router restore this
+	// Service and retire once it has had no intercept for the grace time (podshim.RouterWatch).
+	FlagRouterService = "router-service"
 )
+
+// ShadowSuffix is appended to a Service's name to name its headless shadow Service, which keeps
+// the original selector while the Service itself selects the intercept router (a name past 63
+// characters is shortened and given a hash of the Service's name).
+const ShadowSuffix = "-tp-shadow"
 
 // TokenVar is the environment variable that carries the session token to podshim.
 const TokenVar = "TP_TOKEN"

@@ -32,6 +32,14 @@ func main() {
 		}
 		return
 	}
+	// `testapp requests [-h2] URL SPEC...`: requests with chosen headers on one connection.
+	if len(os.Args) > 1 && os.Args[1] == "requests" {
+		if err := requests(os.Stdout, os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "testapp requests:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	cfg, err := parseFlags(flag.CommandLine, os.Args[1:], os.Getenv)
 	if err != nil {
 		os.Exit(2)

@@ -72,6 +72,12 @@ func start(cfg config) (*servers, error) {
 	}
 	serveHTTP := func(ln net.Listener, h http.Handler, tlsCfg *tls.Config) {
 		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsCfg}
+		if tlsCfg == nil {
+			// Plain HTTP also speaks HTTP/2 with prior knowledge (h2c), as gRPC servers do.
+			srv.Protocols = new(http.Protocols)
+			srv.Protocols.SetHTTP1(true)
+			srv.Protocols.SetUnencryptedHTTP2(true)
+		}
 		s.https = append(s.https, srv)
 		go func() {
 			var err error
