@@ -59,7 +59,8 @@ type RouterConfig struct {
 	// DefaultRouterSessionTimeout. The client is told to ping every third of it.
 	SessionTimeout time.Duration
 	// AcceptWait is how long a matched connection waits for a parked accept stream of its
-	// registration before falling back to the real pods; zero means DefaultRouterAcceptWait.
+	// registration, and then for the session to take it, before falling back to the real pods;
+	// zero means DefaultRouterAcceptWait.
 	AcceptWait time.Duration
 	// SniffTimeout is passed to each intercept.Router (zero means its default).
 	SniffTimeout time.Duration
@@ -80,8 +81,10 @@ type RouterStatus struct {
 	// IdleFor is how long the router has had no registration (since Serve started or the last
 	// one ended); zero while any exists.
 	IdleFor time.Duration
-	// Changed is closed at the next registration or removal.
+	// Changed is closed at the next registration or removal, or when the router retires.
 	Changed <-chan struct{}
+	// Retiring is set once RetireRouter decided to give the Service back.
+	Retiring bool
 }
 
 // routerState is the router of one Serve call.
@@ -96,6 +99,9 @@ type routerState struct {
 	seq       uint64
 	idleSince time.Time // zero while regs is not empty
 	changed   chan struct{}
+	// retiring is set once the router gives its Service back (Server.RetireRouter): from then on
+	// it refuses registrations, so none can come between that decision and the restore.
+	retiring bool
 }
 
 // registration is one session's intercept: one intercept.Intercept in the Table of each port.
@@ -292,6 +298,9 @@ func (rs *routerState) register(req *tunnel.Request) (*registration, string, err
 	}
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
+	if rs.retiring {
+		return nil, tunnel.CodeRetiring, errors.New("this intercept router is giving its service back (no intercept was left); run the command again to start a new one")
+	}
 	if old := rs.regs[req.Intercept]; req.Intercept != "" && old != nil {
 		rs.removeLocked(old, "replaced by a new registration of the same session")
 	}
@@ -366,7 +375,7 @@ func (rs *routerState) status() RouterStatus {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	now := rs.now()
-	st := RouterStatus{Changed: rs.changed}
+	st := RouterStatus{Changed: rs.changed, Retiring: rs.retiring}
 	if len(rs.regs) == 0 {
 		st.IdleFor = max(now.Sub(rs.idleSince), 0)
 	}
@@ -386,6 +395,27 @@ func (rs *routerState) status() RouterStatus {
 		return int(ai) - int(bi)
 	})
 	return st
+}
+
+// RetireRouter decides, atomically with registrations, that the router gives its Service back:
+// it returns true (and refuses every later registration) when no intercept is registered, false
+// otherwise or outside router mode. The router's watch (RouterWatch) then restores the Service.
+func (s *Server) RetireRouter() bool {
+	rs := s.router.Load()
+	if rs == nil {
+		return false
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if len(rs.regs) > 0 {
+		return false
+	}
+	if !rs.retiring {
+		rs.retiring = true
+		rs.notifyLocked()
+		rs.s.logf("router: no intercept left; retiring")
+	}
+	return true
 }
 
 // RouterStatus reports the router's registrations and how long it has had none; ok is false
@@ -475,7 +505,7 @@ func (rs *routerState) unpark(reg *registration, a *parkedStream) bool {
 // session that intercepts the Service, so it offers nothing beyond intercepts.
 func routerOp(op string) bool {
 	switch op {
-	case tunnel.OpHello, tunnel.OpMux, tunnel.OpIntercept, tunnel.OpInterceptAccept, tunnel.OpInterceptList:
+	case tunnel.OpHello, tunnel.OpMux, tunnel.OpIntercept, tunnel.OpInterceptAccept, tunnel.OpInterceptList, tunnel.OpInterceptRetire:
 		return true
 	}
 	return false
@@ -600,9 +630,11 @@ func (s *Server) serveInterceptAccept(ctx context.Context, c net.Conn, req *tunn
 		h.result <- handoffResult{err: errors.New("the accept stream broke while parked")}
 		return
 	}
-	deadline, ok := h.ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(DialTimeout)
+	// A live session answers at once (it connects to its local process and confirms); one that
+	// does not within AcceptWait is frozen or gone, and the request goes to the real pods.
+	deadline := time.Now().Add(rs.cfg.acceptWait())
+	if d, ok := h.ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
 	}
 	_ = c.SetDeadline(deadline)
 	stop := context.AfterFunc(h.ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
@@ -613,6 +645,11 @@ func (s *Server) serveInterceptAccept(ctx context.Context, c net.Conn, req *tunn
 	}
 	if !stop() {
 		err = h.ctx.Err()
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// Not a broken stream to retry on another: the session does not answer.
+		h.result <- handoffResult{refused: true, err: fmt.Errorf("%s's session did not take the connection within %v", ownerName(reg.owner), rs.cfg.acceptWait())}
+		return
 	}
 	if err != nil {
 		h.result <- handoffResult{err: fmt.Errorf("handing the connection to %s's session: %w", ownerName(reg.owner), err)}
@@ -659,4 +696,18 @@ func (s *Server) serveInterceptList(c net.Conn) {
 		return
 	}
 	s.reply(c, &tunnel.Response{OK: true, Intercepts: rs.status().Intercepts})
+}
+
+// serveInterceptRetire retires the router if no intercept is left (Response.OK) or says it is in
+// use (CodeConflict); a session that ended its own intercept asks, so that the last one out
+// gives the Service back at once instead of after the router's grace.
+func (s *Server) serveInterceptRetire(c net.Conn) {
+	if s.routerFor(c) == nil {
+		return
+	}
+	if !s.RetireRouter() {
+		s.reply(c, fail(tunnel.CodeConflict, "other intercepts are still registered"))
+		return
+	}
+	s.reply(c, &tunnel.Response{OK: true})
 }

@@ -609,3 +609,35 @@ func TestRouterConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestRouterRetire: the router retires only with no intercept registered, through the op as
+// through RetireRouter, and refuses every registration afterwards with CodeRetiring.
+func TestRouterRetire(t *testing.T) {
+	r := startRtRouter(t, func(rc *RouterConfig) { rc.SessionTimeout = time.Hour })
+	ctx, cancel := context.WithTimeout(context.Background(), rtGuard)
+	defer cancel()
+	client := r.tunnelVia(r.dialTunnel)
+	c, resp := rawRequest(t, r.rev.addr, &tunnel.Request{Op: tunnel.OpIntercept, Headers: []string{"x-dev=a"}, Owner: "a", Ports: []int{8080}})
+	if !resp.OK {
+		t.Fatal(resp)
+	}
+	r.waitFor(t, "a registered", hasOwner("a"))
+	if retired, err := client.RetireRouter(ctx); retired || err != nil {
+		t.Fatalf("retired with an intercept registered: %v %v", retired, err)
+	}
+	c.Close()
+	r.waitFor(t, "a removed", not(hasOwner("a")))
+	if retired, err := client.RetireRouter(ctx); !retired || err != nil {
+		t.Fatalf("not retired with no intercept: %v %v", retired, err)
+	}
+	if st, _ := r.srv.RouterStatus(); !st.Retiring {
+		t.Error("status does not say retiring")
+	}
+	if !r.srv.RetireRouter() {
+		t.Error("a second retirement is refused")
+	}
+	_, resp = rawRequest(t, r.rev.addr, &tunnel.Request{Op: tunnel.OpIntercept, Headers: []string{"x-dev=b"}, Owner: "b", Ports: []int{8080}})
+	if resp.OK || resp.Code != tunnel.CodeRetiring {
+		t.Fatalf("a registration after the retirement: %+v", resp)
+	}
+}

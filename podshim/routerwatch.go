@@ -40,8 +40,10 @@ type RouterWatch struct {
 	// Grace is how long the router may go without a registration once it had one (default
 	// 10 s); StartGrace before the first (default 2 min).
 	Grace, StartGrace time.Duration
-	// Status reads the router's registrations (Server.RouterStatus).
+	// Status reads the router's registrations (Server.RouterStatus); Retire decides to give the
+	// Service back, refusing later registrations, if none is left (Server.RetireRouter).
 	Status func() (RouterStatus, bool)
+	Retire func() bool
 	// Logf logs each state change; nil means no logging.
 	Logf logger.Logf
 }
@@ -68,8 +70,12 @@ func (r *RouterWatch) Run(ctx context.Context) error {
 			if had {
 				limit = grace
 			}
-			if len(st.Intercepts) == 0 && st.IdleFor >= limit {
-				r.logf("router: no intercept for %s; restoring service/%s", st.IdleFor.Round(time.Second), r.Service)
+			if !st.Retiring && len(st.Intercepts) == 0 && st.IdleFor >= limit && r.Retire() {
+				r.logf("router: no intercept for %s", st.IdleFor.Round(time.Second))
+				st.Retiring = true
+			}
+			if st.Retiring {
+				r.logf("router: restoring service/%s", r.Service)
 				if err := r.restore(ctx); err != nil {
 					r.logf("router: %v", err)
 				} else {
@@ -112,7 +118,12 @@ func (r *RouterWatch) restore(ctx context.Context) error {
 		if spec == nil {
 			return fmt.Errorf("service/%s has no spec", r.Service)
 		}
-		spec["selector"] = own
+		// Someone else changed the selector meanwhile: theirs stays, only our record goes.
+		if sel, _ := spec["selector"].(map[string]any); len(sel) == 1 && sel[labelRouter] == r.Service {
+			spec["selector"] = own
+		} else {
+			r.logf("router: service/%s selects %v now, not this router; its selector is left as it is", r.Service, sel)
+		}
 		delete(ann, annInterceptSelector)
 		delete(ann, annInterceptRouter)
 		if len(ann) == 0 {

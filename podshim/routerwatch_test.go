@@ -69,7 +69,21 @@ func TestRouterWatch(t *testing.T) {
 		retired   bool
 		wantAnn   map[string]any
 		unchanged bool
+		// refuse makes Retire say no (a registration came first); wantSel is the selector after
+		// the restore (default: the Service's own).
+		refuse  bool
+		wantSel map[string]any
 	}{
+		{name: "retire asked by the last session", statuses: []RouterStatus{{Retiring: true}},
+			svc: intercepted(nil), retired: true},
+		{name: "a registration came before the retirement", statuses: []RouterStatus{{Intercepts: one}, {IdleFor: time.Minute}},
+			svc: intercepted(nil), refuse: true, unchanged: true},
+		{name: "selector edited meanwhile", statuses: []RouterStatus{{Retiring: true}},
+			svc: func() map[string]any {
+				s := intercepted(nil)
+				s["spec"].(map[string]any)["selector"] = map[string]any{"app": "web-v2", labelRouter: "web"}
+				return s
+			}(), retired: true, wantSel: map[string]any{"app": "web-v2", labelRouter: "web"}},
 		{name: "idle past grace after an intercept", statuses: []RouterStatus{{Intercepts: one}, {IdleFor: time.Minute}},
 			svc: intercepted(map[string]any{"keep": "me"}), retired: true, wantAnn: map[string]any{"keep": "me"}},
 		{name: "idle past grace, no other annotation", statuses: []RouterStatus{{Intercepts: one}, {IdleFor: time.Minute}},
@@ -93,6 +107,7 @@ func TestRouterWatch(t *testing.T) {
 			many := make(chan struct{}) // closed at round 50
 			w := &RouterWatch{API: srv.URL, Client: srv.Client(), Token: "tok", Namespace: "ns", Service: "web",
 				ServiceAccount: "tp-router-web", Grace: 10 * time.Second, StartGrace: 2 * time.Minute,
+				Retire: func() bool { return !c.refuse },
 				Status: func() (RouterStatus, bool) {
 					mu.Lock()
 					defer mu.Unlock()
@@ -137,8 +152,17 @@ func TestRouterWatch(t *testing.T) {
 			}
 			meta := f.svc["metadata"].(map[string]any)
 			sel := f.svc["spec"].(map[string]any)["selector"].(map[string]any)
-			if len(sel) != 1 || sel["app"] != "web" {
-				t.Errorf("selector %v, want the Service's own", sel)
+			want := c.wantSel
+			if want == nil {
+				want = map[string]any{"app": "web"}
+			}
+			if len(sel) != len(want) {
+				t.Errorf("selector %v, want %v", sel, want)
+			}
+			for k, v := range want {
+				if sel[k] != v {
+					t.Errorf("selector %v, want %v", sel, want)
+				}
 			}
 			ann, has := meta["annotations"].(map[string]any)
 			if c.wantAnn == nil && has {

@@ -269,6 +269,8 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		s.serveInterceptAccept(ctx, c, &req)
 	case tunnel.OpInterceptList:
 		s.serveInterceptList(c)
+	case tunnel.OpInterceptRetire:
+		s.serveInterceptRetire(c)
 	default:
 		s.reply(c, fail(tunnel.CodeBadRequest, fmt.Sprintf("unknown op %q", req.Op)))
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -177,7 +178,7 @@ func planIntercept(ctx context.Context, cs Clientset, ns string, spec InterceptS
 	var names []string
 	for _, sp := range svc.Spec.Ports {
 		if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
-			continue
+			return nil, fmt.Errorf("service/%s has a %s port (%s), which an intercept would take away from its pods (the router carries TCP only), so it cannot be intercepted", spec.Service, sp.Protocol, portName(sp))
 		}
 		rp := routerPort{Name: sp.Name, Port: sp.Port}
 		switch {
@@ -199,7 +200,7 @@ func planIntercept(ctx context.Context, cs Clientset, ns string, spec InterceptS
 		}
 	}
 	if len(p.ports) == 0 {
-		return nil, fmt.Errorf("service/%s has no TCP port to intercept", spec.Service)
+		return nil, fmt.Errorf("service/%s has no port to intercept", spec.Service)
 	}
 	if len(p.taken) == 0 {
 		return nil, fmt.Errorf("service/%s has no port %s; its TCP ports: %s", spec.Service, spec.Port, strings.Join(names, ", "))
@@ -261,56 +262,80 @@ func (p *interceptPlan) routerPortsArg() string {
 	return strings.Join(slices.Compact(out), ",")
 }
 
-// ensureRouter makes sure Service p.service is served by its router: it creates the router's
-// ServiceAccount, Role, RoleBinding, shadow Service and pod unless they exist (another session
-// made them), waits until the pod is ready, then points the Service at it (recording its own
-// selector) and waits until the router is its ready endpoint. It returns the router pod's name
-// and token.
+// ensureRouter makes sure Service p.service has a running router: it creates the router's
+// ServiceAccount, Role, RoleBinding, shadow Service and pod unless another session did, and waits
+// until the pod is ready. It returns the router pod's name and token. A router it created is
+// removed again when anything fails; the Service itself is not touched (see pointAtRouter, once
+// an intercept is registered).
 func ensureRouter(ctx context.Context, cs Clientset, p *interceptPlan, image, session string, logf func(string, ...any)) (string, string, error) {
 	ns, name := p.ns, routerName(p.service)
-	owned := func(sa *corev1.ServiceAccount) metav1.ObjectMeta {
-		return metav1.ObjectMeta{Name: name, Labels: routerLabels(p.service), OwnerReferences: []metav1.OwnerReference{{
-			APIVersion: "v1", Kind: "ServiceAccount", Name: sa.Name, UID: sa.UID,
-		}}}
-	}
-	sa, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: routerLabels(p.service)},
-	}, createOptions)
-	created := err == nil
-	if apierrors.IsAlreadyExists(err) {
-		sa, err = cs.CoreV1().ServiceAccounts(ns).Get(ctx, name, metav1.GetOptions{})
-		if err == nil && sa.DeletionTimestamp != nil {
-			err = fmt.Errorf("the router of service/%s is being removed; run the command again in a few seconds", p.service)
+	var sa *corev1.ServiceAccount
+	created := false
+	for attempt := 0; sa == nil; attempt++ {
+		got, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: routerLabels(p.service)},
+		}, createOptions)
+		switch {
+		case err == nil:
+			sa, created = got, true
+		case apierrors.IsAlreadyExists(err):
+			got, err = cs.CoreV1().ServiceAccounts(ns).Get(ctx, name, metav1.GetOptions{})
+			if err == nil {
+				sa = got
+			} else if !apierrors.IsNotFound(err) || attempt == 5 {
+				return "", "", fmt.Errorf("reading serviceaccount/%s: %w", name, cleanAPIError(err))
+			}
+			// Deleted in between (a router retiring): create it anew.
+		default:
+			if ctx.Err() != nil {
+				// The create may have reached the API server: leave nothing behind.
+				_ = deleteRouter(cs, ns, p.service)
+			}
+			return "", "", fmt.Errorf("creating serviceaccount/%s: %w", name, cleanAPIError(err))
 		}
 	}
-	if err != nil {
-		return "", "", fmt.Errorf("creating serviceaccount/%s: %w", name, cleanAPIError(err))
+	fail := func(err error) (string, string, error) {
+		if created {
+			_ = deleteRouter(cs, ns, p.service)
+		}
+		return "", "", err
 	}
 	if created {
 		logf("starting the router of service/%s (pod %s)", p.service, name)
-		if err := createRouterObjects(ctx, cs, p, owned(sa), image, session); err != nil {
-			_ = deleteRouter(cs, ns, p.service)
-			return "", "", err
+		owned := metav1.ObjectMeta{Name: name, Labels: routerLabels(p.service), OwnerReferences: []metav1.OwnerReference{{
+			APIVersion: "v1", Kind: "ServiceAccount", Name: sa.Name, UID: sa.UID,
+		}}}
+		if err := createRouterObjects(ctx, cs, p, owned, image, session); err != nil {
+			return fail(err)
+		}
+	}
+	// Another session may still be creating the pod, which comes last.
+	for {
+		_, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			break
+		}
+		if !apierrors.IsNotFound(err) {
+			return fail(fmt.Errorf("reading pod/%s: %w", name, cleanAPIError(err)))
+		}
+		select {
+		case <-ctx.Done():
+			return fail(fmt.Errorf("the router of service/%s (pod %s) was not created in time", p.service, name))
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 	if err := waitPodReady(ctx, cs, ns, name); err != nil {
-		return "", "", fmt.Errorf("the router of service/%s (pod %s) did not become ready: %w", p.service, name, err)
+		return fail(fmt.Errorf("the router of service/%s (pod %s) did not become ready: %w", p.service, name, err))
 	}
 	pod, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
-		return "", "", fmt.Errorf("reading pod/%s: %w", name, cleanAPIError(err))
+		return fail(fmt.Errorf("reading pod/%s: %w", name, cleanAPIError(err)))
 	}
 	token := ""
 	for _, e := range pod.Spec.Containers[0].Env {
 		if e.Name == contract.TokenVar {
 			token = e.Value
 		}
-	}
-	if err := pointAtRouter(ctx, cs, p); err != nil {
-		return "", "", err
-	}
-	if w := waitEndpoints(ctx, cs, ns, name, []string{p.service}, "the router as its endpoint", func(st endpointState) bool { return st.podReady }); w != "" {
-		logf("warning: %s", w)
 	}
 	return name, token, nil
 }
@@ -345,8 +370,12 @@ func createRouterObjects(ctx context.Context, cs Clientset, p *interceptPlan, me
 		ClusterIP: corev1.ClusterIPNone,
 		Selector:  p.selector,
 	}}
+	seenTarget := map[int]bool{}
 	for _, rp := range p.ports {
-		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: rp.Name, Port: int32(rp.Target), TargetPort: intstr.FromInt(rp.Target)})
+		if !seenTarget[rp.Target] {
+			seenTarget[rp.Target] = true
+			svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: rp.Name, Port: int32(rp.Target), TargetPort: intstr.FromInt(rp.Target)})
+		}
 	}
 	if _, err := cs.CoreV1().Services(ns).Create(ctx, svc, createOptions); err != nil {
 		return fmt.Errorf("creating service/%s: %w", shadow, cleanAPIError(err))
@@ -400,16 +429,22 @@ func pointAtRouter(ctx context.Context, cs Clientset, p *interceptPlan) error {
 		if err != nil {
 			return fmt.Errorf("reading service/%s: %w", p.service, cleanAPIError(err))
 		}
+		router := map[string]string{LabelRouter: p.service}
 		if _, ok := svc.Annotations[AnnotationInterceptSelector]; ok {
-			return nil
+			if maps.Equal(svc.Spec.Selector, router) {
+				return nil
+			}
+			// Its own selector is recorded, but something set another since (a revert): the
+			// intercept needs the router's back.
+		} else {
+			own, _ := json.Marshal(svc.Spec.Selector)
+			if svc.Annotations == nil {
+				svc.Annotations = map[string]string{}
+			}
+			svc.Annotations[AnnotationInterceptSelector] = string(own)
+			svc.Annotations[AnnotationInterceptRouter] = routerName(p.service)
 		}
-		own, _ := json.Marshal(svc.Spec.Selector)
-		if svc.Annotations == nil {
-			svc.Annotations = map[string]string{}
-		}
-		svc.Annotations[AnnotationInterceptSelector] = string(own)
-		svc.Annotations[AnnotationInterceptRouter] = routerName(p.service)
-		svc.Spec.Selector = map[string]string{LabelRouter: p.service}
+		svc.Spec.Selector = router
 		_, err = cs.CoreV1().Services(p.ns).Update(ctx, svc, metav1.UpdateOptions{FieldManager: "kubectl-tp"})
 		if apierrors.IsConflict(err) {
 			continue
@@ -441,7 +476,10 @@ func restoreService(ctx context.Context, cs Clientset, ns, name string) (bool, e
 		if err := json.Unmarshal([]byte(raw), &own); err != nil {
 			return false, fmt.Errorf("service/%s: its %s annotation is not a selector: %v", name, AnnotationInterceptSelector, err)
 		}
-		svc.Spec.Selector = own
+		// A selector someone else set meanwhile stays; only the record goes.
+		if maps.Equal(svc.Spec.Selector, map[string]string{LabelRouter: name}) {
+			svc.Spec.Selector = own
+		}
 		delete(svc.Annotations, AnnotationInterceptSelector)
 		delete(svc.Annotations, AnnotationInterceptRouter)
 		if len(svc.Annotations) == 0 {

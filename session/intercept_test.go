@@ -15,7 +15,7 @@ import (
 )
 
 // interceptObjects is a Deployment's ReplicaSet and pod behind Service api, which has a named
-// target port, a numbered one and a UDP one.
+// target port and a numbered one, and behind Service mixed, which also has a UDP port.
 func interceptObjects() []runtime.Object {
 	ctl := func(kind, name string) []metav1.OwnerReference {
 		return []metav1.OwnerReference{{Kind: kind, Name: name, Controller: ptr.To(true), APIVersion: "apps/v1"}}
@@ -25,7 +25,10 @@ func interceptObjects() []runtime.Object {
 			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "api"}, Ports: []corev1.ServicePort{
 				{Name: "http", Port: 80, TargetPort: intstr.FromString("web")},
 				{Name: "grpc", Port: 9090},
-				{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP},
+			}}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "mixed", Namespace: "ns"},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "api"}, Ports: []corev1.ServicePort{
+				{Name: "dns-tcp", Port: 53}, {Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP},
 			}}},
 		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "manual", Namespace: "ns"}},
 		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "empty", Namespace: "ns"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "none"}}},
@@ -45,7 +48,7 @@ func TestPlanIntercept(t *testing.T) {
 		{name: "port by name", svc: "api", port: "http", taken: []int{8080}},
 		{name: "port by number", svc: "api", port: "9090", taken: []int{9090}},
 		{name: "no such port", svc: "api", port: "443", err: "service/api has no port 443; its TCP ports: 80 (http), 9090 (grpc)"},
-		{name: "UDP port", svc: "api", port: "dns", err: "has no port dns"},
+		{name: "a UDP port", svc: "mixed", err: "service/mixed has a UDP port (53 (dns)), which an intercept would take away from its pods"},
 		{name: "no such Service", svc: "nope", err: "service/nope not found in namespace ns"},
 		{name: "no selector", svc: "manual", err: "service/manual has no selector"},
 		{name: "no pod", svc: "empty", err: "service/empty selects no pod"},
@@ -188,5 +191,43 @@ func TestCleanupIntercepts(t *testing.T) {
 	live, _ := cs.CoreV1().Services("ns").Get(ctx, "live", metav1.GetOptions{})
 	if live.Spec.Selector[LabelRouter] != "live" {
 		t.Errorf("live was changed: %v", live.Spec.Selector)
+	}
+}
+
+// TestSelectorEditedDuringIntercept: a selector someone set while the Service was intercepted is
+// replaced by the router's when a session points it again, and left as it is by the restore,
+// which then only removes the record.
+func TestSelectorEditedDuringIntercept(t *testing.T) {
+	cs := fake.NewClientset(interceptObjects()...)
+	ctx := context.Background()
+	p, err := planIntercept(ctx, cs, "ns", InterceptSpec{Service: "api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit := func(sel map[string]string) {
+		svc, _ := cs.CoreV1().Services("ns").Get(ctx, "api", metav1.GetOptions{})
+		svc.Spec.Selector = sel
+		if _, err := cs.CoreV1().Services("ns").Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pointAtRouter(ctx, cs, p); err != nil {
+		t.Fatal(err)
+	}
+	edit(map[string]string{"app": "api-v2", LabelRouter: "api"})
+	if err := pointAtRouter(ctx, cs, p); err != nil {
+		t.Fatal(err)
+	}
+	svc, _ := cs.CoreV1().Services("ns").Get(ctx, "api", metav1.GetOptions{})
+	if len(svc.Spec.Selector) != 1 || svc.Spec.Selector[LabelRouter] != "api" || svc.Annotations[AnnotationInterceptSelector] != `{"app":"api"}` {
+		t.Fatalf("after pointing again: selector %v, annotations %v", svc.Spec.Selector, svc.Annotations)
+	}
+	edit(map[string]string{"app": "api-v2"})
+	if _, err := restoreService(ctx, cs, "ns", "api"); err != nil {
+		t.Fatal(err)
+	}
+	svc, _ = cs.CoreV1().Services("ns").Get(ctx, "api", metav1.GetOptions{})
+	if len(svc.Spec.Selector) != 1 || svc.Spec.Selector["app"] != "api-v2" || svc.Annotations[AnnotationInterceptSelector] != "" {
+		t.Errorf("after the restore: selector %v, annotations %v; want the edited selector kept and no record", svc.Spec.Selector, svc.Annotations)
 	}
 }

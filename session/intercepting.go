@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"github.com/kubectl-tp/kubectl-tp/forward"
 	"github.com/kubectl-tp/kubectl-tp/intercept"
 	"github.com/kubectl-tp/kubectl-tp/tunnel"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -43,7 +45,9 @@ type intercepting struct {
 	f      *intercept.Forwarder
 	// ports maps each taken target port to its local port.
 	ports map[int]int
-	done  chan struct{}
+	// running is set once f.Run runs; done is closed when it returns.
+	running bool
+	done    chan struct{}
 }
 
 // planInterceptFor checks the permissions --intercept needs, reads the Service and sets what the
@@ -80,31 +84,71 @@ func (s *Session) planInterceptFor(ctx context.Context, p *progress) error {
 }
 
 // startIntercept starts (or joins) the Service's router, reaches it through a port-forward of
-// its own and registers the intercept. Until the child listens on a local port, the router sends
-// that port's matching requests to the real pods (the hand-over is refused locally).
+// its own, registers the intercept, and only then points the Service at the router (a router
+// with a registration does not retire, so the Service never selects a router that goes away).
+// Until the child listens on a local port, the router sends that port's matching requests to the
+// real pods (the hand-over is refused locally).
 func (s *Session) startIntercept(startCtx context.Context, p *progress) error {
 	in, opts := s.intercept, s.opts
-	p.set("starting the router of service/" + in.plan.service)
-	router, token, err := ensureRouter(startCtx, opts.Client, in.plan, opts.Image, s.ID, s.logf)
-	if err != nil {
-		return err
-	}
-	in.router = router
-	in.fwd = &forward.Forwarder{Config: opts.Config, Namespace: opts.Namespace, Pod: router, Port: TunnelPort}
-	in.mux = &tunnel.Mux{Carrier: in.fwd.Open, Token: token, Carriers: 1}
-	in.client = &tunnel.Client{Open: in.mux.Open, Token: token}
-	in.f = &intercept.Forwarder{Client: in.client, Match: opts.Intercept.Headers, Owner: owner(), Ports: in.ports, Logf: s.logf}
-	p.set("registering the intercept of service/" + in.plan.service)
-	if err := in.f.Start(startCtx); err != nil {
-		return fmt.Errorf("intercepting service/%s: %w", in.plan.service, err)
+	for attempt := 0; ; attempt++ {
+		p.set("starting the router of service/" + in.plan.service)
+		router, token, err := ensureRouter(startCtx, opts.Client, in.plan, opts.Image, s.ID, s.logf)
+		if err != nil {
+			return err
+		}
+		in.router = router
+		in.fwd = &forward.Forwarder{Config: opts.Config, Namespace: opts.Namespace, Pod: router, Port: TunnelPort}
+		in.mux = &tunnel.Mux{Carrier: in.fwd.Open, Token: token, Carriers: 1}
+		in.client = &tunnel.Client{Open: in.mux.Open, Token: token}
+		in.f = &intercept.Forwarder{Client: in.client, Match: opts.Intercept.Headers, Owner: owner(), Ports: in.ports, Logf: s.logf}
+		p.set("registering the intercept of service/" + in.plan.service)
+		err = in.f.Start(startCtx)
+		if err == nil {
+			break
+		}
+		in.f = nil
+		_ = in.mux.Close()
+		_ = in.fwd.Close()
+		var re *tunnel.RemoteError
+		if !errors.As(err, &re) || re.Code != tunnel.CodeRetiring || attempt == 3 {
+			return fmt.Errorf("intercepting service/%s: %w", in.plan.service, err)
+		}
+		// The router is giving the Service back: wait until it is gone, then start another.
+		p.set("waiting for the old router of service/" + in.plan.service + " to go")
+		if err := waitRouterGone(startCtx, opts.Client, opts.Namespace, in.plan.service); err != nil {
+			return err
+		}
 	}
 	s.wg.Add(1)
+	in.running = true
 	go func() {
 		defer s.wg.Done()
 		defer close(in.done)
 		_ = in.f.Run(s.runCtx)
 	}()
+	p.set("pointing service/" + in.plan.service + " at its router")
+	if err := pointAtRouter(startCtx, opts.Client, in.plan); err != nil {
+		return err
+	}
+	if w := waitEndpoints(startCtx, opts.Client, opts.Namespace, in.router, []string{in.plan.service}, "the router as its endpoint", func(st endpointState) bool { return st.podReady }); w != "" {
+		s.logf("warning: %s", w)
+	}
 	return nil
+}
+
+// waitRouterGone waits until the router of Service svc (its ServiceAccount) is gone.
+func waitRouterGone(ctx context.Context, cs Clientset, ns, svc string) error {
+	for {
+		_, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, routerName(svc), metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the old router of service/%s did not go in time; run the command again", svc)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // describeIntercept is the start-up line's account of the intercept.
@@ -130,8 +174,10 @@ func (s *Session) describeIntercept() string {
 	return fmt.Sprintf("service/%s: %s come here (%s)", in.plan.service, what, strings.Join(ports, ", "))
 }
 
-// closeIntercept gives the intercept up; the last session of the Service restores it and removes
-// its router. Errors are returned for Close to report.
+// closeIntercept gives the intercept up. The last session of the Service asks the router to
+// retire: the router, which then refuses new registrations, restores the Service and removes
+// itself; the session waits for that (and does it itself if the router cannot). Errors are
+// returned for Close to report.
 func (s *Session) closeIntercept() error {
 	in := s.intercept
 	if in == nil || in.router == "" {
@@ -139,9 +185,11 @@ func (s *Session) closeIntercept() error {
 	}
 	if in.f != nil {
 		_ = in.f.Close()
-		select {
-		case <-in.done:
-		case <-time.After(5 * time.Second):
+		if in.running {
+			select {
+			case <-in.done:
+			case <-time.After(5 * time.Second):
+			}
 		}
 	}
 	defer func() {
@@ -152,22 +200,45 @@ func (s *Session) closeIntercept() error {
 			_ = in.fwd.Close()
 		}
 	}()
+	if in.f == nil {
+		return nil // not registered: nothing of ours to give back
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if in.client != nil {
-		left, err := in.client.Intercepts(ctx)
-		if err != nil {
-			// The router cannot say: it restores the Service by itself once it is idle.
-			return nil
+	ns, svc := s.opts.Namespace, in.plan.service
+	retired, err := false, error(nil)
+	// Our own registration's end may reach the router just after the first ask.
+	for range 5 {
+		if retired, err = in.client.RetireRouter(ctx); retired || err != nil {
+			break
 		}
-		if len(left) > 0 {
-			return nil
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !retired && err == nil {
+		return nil // other intercepts live on
+	}
+	if err == nil {
+		// The router restores the Service and deletes itself; wait for the Service.
+		for ctx.Err() == nil {
+			got, gerr := s.opts.Client.CoreV1().Services(ns).Get(ctx, svc, metav1.GetOptions{})
+			if gerr == nil {
+				if _, still := got.Annotations[AnnotationInterceptSelector]; !still {
+					s.logf("service/%s restored (no intercept left)", svc)
+					return nil
+				}
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
 	}
-	ns, svc := s.opts.Namespace, in.plan.service
-	changed, err := restoreService(ctx, s.opts.Client, ns, svc)
-	if err != nil {
-		return fmt.Errorf("restoring service/%s: %w (run: kubectl tp cleanup -n %s)", svc, cleanAPIError(err), ns)
+	// The router cannot say or did not act: if it is gone or retiring, do it here.
+	if pod, perr := s.opts.Client.CoreV1().Pods(ns).Get(context.Background(), in.router, metav1.GetOptions{}); err != nil && perr == nil && PodAlive(pod) {
+		return nil // alive but unreachable from here: it restores the Service once idle
+	}
+	rctx, rcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer rcancel()
+	changed, rerr := restoreService(rctx, s.opts.Client, ns, svc)
+	if rerr != nil {
+		return fmt.Errorf("restoring service/%s: %w (run: kubectl tp cleanup -n %s)", svc, cleanAPIError(rerr), ns)
 	}
 	if changed {
 		s.logf("service/%s restored (no intercept left)", svc)

@@ -57,8 +57,14 @@ const (
 	OpInterceptAccept = "intercept-accept"
 	// OpInterceptList asks for the router's registrations.
 	OpInterceptList = "intercept-list"
+	// OpInterceptRetire asks the router to give its Service back now if no intercept is left
+	// (an OK response), else it answers CodeConflict.
+	OpInterceptRetire = "intercept-retire"
 	// CodeConflict means the requested intercept clashes with another one.
 	CodeConflict = "conflict"
+	// CodeRetiring refuses a registration because the router is giving its Service back (no
+	// intercept was left): the client starts a new router.
+	CodeRetiring = "retiring"
 )
 
 // InterceptInfo describes one registration, as an [OpInterceptList] reports it.
@@ -272,4 +278,18 @@ func (c *Client) Intercepts(ctx context.Context) ([]InterceptInfo, error) {
 	}
 	conn.Close()
 	return resp.Intercepts, nil
+}
+
+// RetireRouter asks the router to give its Service back now; retired is false when other
+// intercepts are still registered.
+func (c *Client) RetireRouter(ctx context.Context) (retired bool, err error) {
+	conn, _, err := c.roundTrip(ctx, &Request{Op: OpInterceptRetire})
+	if conn != nil {
+		conn.Close()
+	}
+	var re *RemoteError
+	if errors.As(err, &re) && re.Code == CodeConflict {
+		return false, nil
+	}
+	return err == nil, err
 }

@@ -113,7 +113,7 @@ func run(args []string) int {
 			return 1
 		}
 		watch := &podshim.RouterWatch{API: api.url, Client: api.client, Token: api.token, Namespace: api.namespace,
-			Service: *routerService, ServiceAccount: *serviceAccount, Grace: *grace, Status: srv.RouterStatus, Logf: logger.Printf}
+			Service: *routerService, ServiceAccount: *serviceAccount, Grace: *grace, Status: srv.RouterStatus, Retire: srv.RetireRouter, Logf: logger.Printf}
 		go func() {
 			if err := watch.Run(ctx); err != nil && ctx.Err() == nil {
 				logger.Print(err)

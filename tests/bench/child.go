@@ -60,6 +60,8 @@ type op struct {
 	Carried bool `json:"carried,omitempty"`
 	// Args is the command exec runs N times, one after the other.
 	Args []string `json:"args,omitempty"`
+	// Header, "NAME=VALUE", is sent with every latency request.
+	Header string `json:"header,omitempty"`
 }
 
 // result is what an op measured.
@@ -105,6 +107,17 @@ func runChild(mode string, args []string) error {
 			return fmt.Errorf("%s: %s", args[0], resp.Status)
 		}
 		return json.NewEncoder(os.Stdout).Encode(map[string]any{"seconds": time.Since(t0).Seconds(), "bytes": n})
+	case "latency-in":
+		// In the cluster: kept-alive requests straight to URL (no proxy), with an optional header.
+		if len(args) < 2 || len(args) > 3 {
+			return errors.New("-child latency-in URL N [NAME=VALUE]")
+		}
+		n, _ := strconv.Atoi(args[1])
+		o := op{Op: "latency", URL: args[0], N: n, Max: time.Minute, KeepAlive: true}
+		if len(args) == 3 {
+			o.Header = args[2]
+		}
+		return json.NewEncoder(os.Stdout).Encode(do(o))
 	case "latency", "connrate":
 		if len(args) != 2 {
 			return fmt.Errorf("-child %s TARGET N", mode)
@@ -224,7 +237,7 @@ func doErr(o op) (result, error) {
 	case "bulk":
 		return bulk(pu, o.URL, max(o.Streams, 1))
 	case "latency":
-		return latencyRun(pu, o.URL, o.N, o.Max, o.KeepAlive)
+		return latencyRun(pu, o.URL, o.N, o.Max, o.KeepAlive, o.Header)
 	case "connrate":
 		return connRate(pu, o.URL, o.Max, max(o.Workers, 1))
 	case "hold":
@@ -281,15 +294,22 @@ func bulk(pu *url.URL, u string, streams int) (result, error) {
 
 // latencyRun times up to n GETs of u (one warm-up first), stopping after maxDur, on one kept-alive
 // connection or on a new connection each.
-func latencyRun(pu *url.URL, u string, n int, maxDur time.Duration, keepAlive bool) (result, error) {
+func latencyRun(pu *url.URL, u string, n int, maxDur time.Duration, keepAlive bool, header string) (result, error) {
 	tr := &http.Transport{DisableKeepAlives: !keepAlive, MaxIdleConnsPerHost: 1, DisableCompression: true}
 	if pu != nil {
 		tr.Proxy = http.ProxyURL(pu)
 	}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		return result{}, err
+	}
+	if name, value, ok := strings.Cut(header, "="); ok {
+		req.Header.Set(name, value)
+	}
 	get := func() error {
-		resp, err := c.Get(u)
+		resp, err := c.Do(req)
 		if err != nil {
 			return err
 		}

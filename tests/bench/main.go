@@ -11,7 +11,9 @@
 // vs trapped and let through vs diverted to the cluster, one-stream download vs SOCKS5 and
 // port-forward, and a python3 run with no network work inside and outside a session (see
 // measureTransparent); volumes at their real paths (--real-paths) against $TP_ROOT only: start-up,
-// python imports and reads of a mounted file (see measureFiles). Round-trip time is added with tests/latency, a delaying TCP proxy in front
+// python imports and reads of a mounted file (see measureFiles); personal intercepts: requests
+// that do not match, through the router against straight to the pod (see measureIntercept).
+// Round-trip time is added with tests/latency, a delaying TCP proxy in front
 // of the API server.
 //
 // It prints one Markdown table and writes it to -out (docs/benchmarks.md) with the machine,

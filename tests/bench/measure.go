@@ -172,6 +172,11 @@ func measure(e *env) ([]row, error) {
 		return nil, err
 	}
 	rows = append(rows, files...)
+	ic, err := measureIntercept(e)
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows, ic...)
 	if wanted("reverse (--expose)") {
 		rev, err := measureReverse(e)
 		if err != nil {
