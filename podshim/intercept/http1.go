@@ -177,7 +177,7 @@ func (h *h1conn) response(req *http.Request, up *h1up, key *entry, bodyDone chan
 	case len(resp.TransferEncoding) > 0:
 		err = copyChunked(h.c, up.br)
 	case resp.ContentLength >= 0:
-		_, err = io.CopyN(h.c, up.br, resp.ContentLength)
+		err = copyN(h.c, up.br, up.c, resp.ContentLength)
 	default: // delimited by the upstream closing
 		_, err = io.Copy(h.c, up.br)
 		closeAfter = true
@@ -460,4 +460,26 @@ func chunkSize(line []byte) (int64, error) {
 		return 0, fmt.Errorf("intercept: malformed chunk size %q", line)
 	}
 	return int64(n), nil
+}
+
+// copyN copies n bytes of a body from src, read through br, to dst: first what br holds, then
+// straight from src, so that two TCP connections are joined by splice(2) in the kernel rather
+// than copied through this process (io.CopyN over br would never let the kernel do it).
+func copyN(dst io.Writer, br *bufio.Reader, src io.Reader, n int64) error {
+	if b := min(int64(br.Buffered()), n); b > 0 {
+		if _, err := io.CopyN(dst, br, b); err != nil {
+			return err
+		}
+		n -= b
+	}
+	if n == 0 {
+		return nil
+	}
+	if br.Buffered() > 0 {
+		// Cannot happen (the buffer was drained above); stay correct if it does.
+		_, err := io.CopyN(dst, br, n)
+		return err
+	}
+	_, err := io.CopyN(dst, src, n)
+	return err
 }
