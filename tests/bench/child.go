@@ -90,11 +90,19 @@ func runChild(mode string, args []string) error {
 		}
 		return serve(mode, args[0])
 	case "fetch":
-		if len(args) != 1 {
-			return errors.New("-child fetch URL")
+		if len(args) < 1 || len(args) > 2 {
+			return errors.New("-child fetch URL [NAME=VALUE]")
+		}
+		req, err := http.NewRequest(http.MethodGet, args[0], nil)
+		if err != nil {
+			return err
+		}
+		if len(args) == 2 {
+			name, value, _ := strings.Cut(args[1], "=")
+			req.Header.Set(name, value)
 		}
 		t0 := time.Now()
-		resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil}}).Get(args[0])
+		resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil}}).Do(req)
 		if err != nil {
 			return err
 		}

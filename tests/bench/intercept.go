@@ -2,8 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // measureIntercept runs the rows of personal intercepts: with one session intercepting Service
@@ -15,8 +17,8 @@ import (
 //   - kept-alive GET /color latency, p50 and p99;
 //   - one download of random bytes (/bytes), MB/s.
 //
-// It leaves out the matching requests (laptop side) against --swap-deployment. It starts nothing
-// when -only selects none of its rows.
+// The matching requests are measureInterceptMatching's. It starts nothing when -only selects none
+// of its rows.
 func measureIntercept(e *env) ([]row, error) {
 	n := *latN
 	p50 := row{name: fmt.Sprintf("in-cluster GET /color, %d kept-alive requests without the intercepted header: through the intercept router vs straight to the pod, p50", n),
@@ -99,4 +101,98 @@ func measureIntercept(e *env) ([]row, error) {
 		}
 	}
 	return []row{p50, p99, bw}, nil
+}
+
+// measureInterceptMatching runs the row of matching requests: Deployment `bswap` (its pod answers
+// /color with 8 bytes) behind Service `bswap`, and a local server (the bench's serve mode, 6
+// bytes) either intercepting it for x-bench=laptop or swapped in for it with --swap-deployment;
+// the in-cluster client sends kept-alive requests carrying the header through the Service. Each
+// run starts and ends one session of each kind, alternating.
+func measureInterceptMatching(e *env) ([]row, error) {
+	n := *latN
+	p50 := row{name: fmt.Sprintf("in-cluster GET /color, %d kept-alive requests carrying the intercepted header, reaching a local server: `--intercept` vs `--swap-deployment` of the same Deployment, p50", n),
+		short: "intercept matching p50", unit: "ms", goal: "≈ 1.0× (≤ 1.1×)", met: le(1.1)}
+	p99 := row{name: "the same, p99", short: "intercept matching p99", unit: "ms"}
+	if !wanted(p50.short) && !wanted(p99.short) {
+		return nil, nil
+	}
+	manifest := fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: bswap}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: bswap}}
+  template:
+    metadata: {labels: {app: bswap}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: app, image: %s, imagePullPolicy: IfNotPresent, args: ["-http=:8080", "-https=", "-echo=", "-health=", "-color=realpod"], ports: [{containerPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: bswap}
+spec:
+  selector: {app: bswap}
+  ports: [{port: 8080}]
+`, *appImage)
+	if out, err := kubectlIn(e.ctx, e.kcfg, manifest, "apply", "-n", *ns, "-f", "-"); err != nil {
+		return nil, fmt.Errorf("deploying bswap: %v: %s", err, out)
+	}
+	if out, err := kubectl(e.ctx, e.kcfg, "rollout", "status", "-n", *ns, "deployment/bswap", "--timeout=120s"); err != nil {
+		return nil, fmt.Errorf("waiting for bswap: %v: %s", err, out)
+	}
+	inCluster := func(args ...string) (string, error) {
+		return kubectl(e.ctx, e.kcfg, append([]string{"exec", "-n", *ns, "bclient", "--", "/b/bench", "-child"}, args...)...)
+	}
+	const url, header = "http://bswap:8080/color", "x-bench=laptop"
+	// reachesLocal waits until the requests reach the local server (its answer is 6 bytes).
+	reachesLocal := func() error {
+		for try := 0; try < 120; try++ {
+			out, err := inCluster("fetch", url, header)
+			var v struct{ Bytes float64 }
+			if err == nil && json.Unmarshal([]byte(out), &v) == nil && v.Bytes == 6 {
+				return nil
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		return errors.New("requests did not reach the local server within a minute")
+	}
+	one := func(flags []string, tp bool) func() error {
+		return func() error {
+			port, err := freePort()
+			if err != nil {
+				return err
+			}
+			s, err := startSession(e, append([]string{"--transparent=false", "--expose", fmt.Sprintf("%d:8080", port)}, flags...), "serve", fmt.Sprintf("127.0.0.1:%d", port))
+			if err != nil {
+				return err
+			}
+			defer s.stop()
+			if err := reachesLocal(); err != nil {
+				return fmt.Errorf("%v: %w", flags, err)
+			}
+			out, err := inCluster("latency-in", url, fmt.Sprint(n), header)
+			if err != nil {
+				return fmt.Errorf("in-cluster latency: %v: %s", err, out)
+			}
+			var r result
+			if err := json.Unmarshal([]byte(out), &r); err != nil || r.Err != "" {
+				return fmt.Errorf("in-cluster latency: %q: %v", out, err)
+			}
+			if tp {
+				p50.tp, p99.tp = append(p50.tp, r.P50), append(p99.tp, r.P99)
+			} else {
+				p50.base, p99.base = append(p50.base, r.P50), append(p99.base, r.P99)
+			}
+			return nil
+		}
+	}
+	for i := range *runs {
+		logf(e, "run %d: intercept vs swap, matching requests", i+1)
+		if err := pair(i, one([]string{"--intercept", "bswap:8080", "--header", header}, true), one([]string{"--swap-deployment", "bswap"}, false)); err != nil {
+			return nil, err
+		}
+	}
+	return []row{p50, p99}, nil
 }

@@ -177,6 +177,11 @@ func measure(e *env) ([]row, error) {
 		return nil, err
 	}
 	rows = append(rows, ic...)
+	im, err := measureInterceptMatching(e)
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows, im...)
 	if wanted("reverse (--expose)") {
 		rev, err := measureReverse(e)
 		if err != nil {

@@ -193,6 +193,17 @@ func TestSwapDeployment(t *testing.T) {
 		}
 		return nil
 	})
+	// Gone from the API is not yet gone from kube-proxy's rules, which a loaded node applies a
+	// moment later: until then a request to the Service can still be sent to a vanished pod IP
+	// and hang. The Service answering from the proxy pod again marks the end of that.
+	waitFor(t, 60*time.Second, "kube-proxy to route the Service to the proxy pod only", func() error {
+		for range 3 {
+			if got := inCluster(t, client, "http://api/color"); got != "blue" {
+				return fmt.Errorf("got %q", got)
+			}
+		}
+		return nil
+	})
 	env, _ := os.ReadFile(ready)
 	if strings.TrimSpace(string(env)) != "MODE=swapped-test CONFIG=swapped-test" {
 		t.Errorf("child did not see the Deployment's env and volumes: %q", env)
