@@ -44,6 +44,10 @@ type RouterWatch struct {
 	// Service back, refusing later registrations, if none is left (Server.RetireRouter).
 	Status func() (RouterStatus, bool)
 	Retire func() bool
+	// Drain is how long the router keeps serving (every request to the real pods) after it
+	// restored the Service, while the EndpointSlices and kube-proxy move the Service's traffic
+	// back to the pods (default 5 s); then it retires.
+	Drain time.Duration
 	// Logf logs each state change; nil means no logging.
 	Logf logger.Logf
 }
@@ -79,6 +83,16 @@ func (r *RouterWatch) Run(ctx context.Context) error {
 				if err := r.restore(ctx); err != nil {
 					r.logf("router: %v", err)
 				} else {
+					drain := r.Drain
+					if drain <= 0 {
+						drain = 5 * time.Second
+					}
+					// Make before break: requests kube-proxy still sends here reach the pods.
+					select {
+					case <-ctx.Done():
+						return ctx.Err()
+					case <-time.After(drain):
+					}
 					return r.dog().retire(ctx)
 				}
 			}

@@ -108,6 +108,7 @@ func TestRouterWatch(t *testing.T) {
 			w := &RouterWatch{API: srv.URL, Client: srv.Client(), Token: "tok", Namespace: "ns", Service: "web",
 				ServiceAccount: "tp-router-web", Grace: 10 * time.Second, StartGrace: 2 * time.Minute,
 				Retire: func() bool { return !c.refuse },
+				Drain:  time.Millisecond,
 				Status: func() (RouterStatus, bool) {
 					mu.Lock()
 					defer mu.Unlock()

@@ -173,9 +173,12 @@ func TestInterceptTwoDevelopers(t *testing.T) {
 	if after := serviceState(t, ns, "web"); after != before {
 		t.Errorf("service/web differs after the intercepts:\nbefore %s\nafter  %s", before, after)
 	}
-	if got := requestsIn(ns, false, url, "x-dev=bob", "x-dev=alice", "-"); got != "real,real,real" {
-		t.Errorf("after both ended: %s", got)
-	}
+	waitFor(t, 30*time.Second, "every request to reach the real pods after both ended", func() error {
+		if got := requestsIn(ns, false, url, "x-dev=bob", "x-dev=alice", "-"); got != "real,real,real" {
+			return fmt.Errorf("got %s", got)
+		}
+		return nil
+	})
 	waitFor(t, 60*time.Second, "the router and shadow Service to go", func() error {
 		out, _ := kubectlErr("get", "pods,services,serviceaccounts,roles,rolebindings", "-n", ns, "-l", "kubectl-tp.io/router", "-o", "name")
 		if strings.TrimSpace(out) != "" {
@@ -309,7 +312,10 @@ func TestInterceptSessionsDie(t *testing.T) {
 		}
 		return nil
 	})
-	if got := requestsIn(ns, false, url, "x-dev=carol", "-"); got != "real,real" {
-		t.Errorf("after the restore: %s", got)
-	}
+	waitFor(t, 30*time.Second, "every request to reach the real pods after the restore", func() error {
+		if got := requestsIn(ns, false, url, "x-dev=carol", "-"); got != "real,real" {
+			return fmt.Errorf("got %s", got)
+		}
+		return nil
+	})
 }
