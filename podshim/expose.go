@@ -33,6 +33,23 @@ import (
 // errProtocol reports bytes sent on a parked accept stream.
 var errProtocol = errors.New("client wrote on a parked accept stream")
 
+// watchParked reads from c, a parked accept stream (--expose or an intercept), on which the
+// client sends nothing: the returned channel gets the read's error (errProtocol for a byte)
+// when the stream breaks, or the caller's own deadline when it stops the watch with
+// SetReadDeadline.
+func watchParked(c net.Conn) <-chan error {
+	readErr := make(chan error, 1)
+	go func() {
+		var b [1]byte
+		n, err := c.Read(b[:])
+		if n > 0 {
+			err = errProtocol
+		}
+		readErr <- err
+	}()
+	return readErr
+}
+
 // reverseFor returns the reverse-forwarding state of the Serve call whose context is
 // ctx, creating it on first use.
 func (s *Server) reverseFor(ctx context.Context) *reverseState {
@@ -300,15 +317,7 @@ func (s *Server) serveAccept(ctx context.Context, c net.Conn) {
 	// Watch for the client going away while parked. The client sends nothing before
 	// the second response, so any read result other than our own deadline means the
 	// stream is unusable.
-	readErr := make(chan error, 1)
-	go func() {
-		var b [1]byte
-		n, err := c.Read(b[:])
-		if n > 0 {
-			err = errProtocol
-		}
-		readErr <- err
-	}()
+	readErr := watchParked(c)
 	var in *inbound
 	select {
 	case in = <-a.assign:

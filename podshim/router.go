@@ -596,15 +596,7 @@ func (s *Server) serveInterceptAccept(ctx context.Context, c net.Conn, req *tunn
 		return
 	}
 	// The client sends nothing while parked: any read result means the stream is unusable.
-	readErr := make(chan error, 1)
-	go func() {
-		var b [1]byte
-		n, err := c.Read(b[:])
-		if n > 0 {
-			err = errProtocol
-		}
-		readErr <- err
-	}()
+	readErr := watchParked(c)
 	gone := func(why string) {
 		if !rs.unpark(reg, a) {
 			h := <-a.assign

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -202,24 +201,6 @@ func (f *failing) DialContext(ctx context.Context) (net.Conn, error) {
 		return nil, errors.New("laptop gone")
 	}
 	return f.next.DialContext(ctx)
-}
-
-// logs collects Logf lines.
-type logs struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *logs) logf(format string, args ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, fmt.Sprintf(format, args...))
-}
-
-func (l *logs) get() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.lines...)
 }
 
 // startRouter serves rt on a loopback listener until the test ends and returns its address.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kubectl-tp/kubectl-tp/internal/testnet"
 	"github.com/kubectl-tp/kubectl-tp/podshim/intercept"
 )
 
@@ -17,7 +18,7 @@ type world struct {
 	alice, bob, def *upstream
 	tab             *intercept.Table
 	rt              *intercept.Router
-	logs            *logs
+	logs            *testnet.Log
 	addr            string
 }
 
@@ -29,11 +30,11 @@ func newWorld(t *testing.T, pick func(*upstream) string, configure ...func(*inte
 		bob:   newUpstream(t, "bob"),
 		def:   newUpstream(t, "default"),
 		tab:   &intercept.Table{},
-		logs:  &logs{},
+		logs:  &testnet.Log{},
 	}
 	add(t, w.tab, "alice", "alice@laptop", w.alice.dialer(pick(w.alice)), "x-dev=alice")
 	add(t, w.tab, "bob", "bob@laptop", w.bob.dialer(pick(w.bob)), "x-dev=bob")
-	w.rt = &intercept.Router{Table: w.tab, Default: w.def.dialer(pick(w.def)), Logf: w.logs.logf}
+	w.rt = &intercept.Router{Table: w.tab, Default: w.def.dialer(pick(w.def)), Logf: w.logs.Logf}
 	for _, f := range configure {
 		f(w.rt)
 	}

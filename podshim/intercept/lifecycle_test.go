@@ -94,7 +94,7 @@ func TestInterceptUnreachable(t *testing.T) {
 	if got != "alice:down,alice:up" {
 		t.Errorf("reports %q, want alice:down,alice:up", got)
 	}
-	logs := w.logs.get()
+	logs := w.logs.Lines()
 	if len(logs) != 2 || !strings.Contains(logs[0], "unreachable") || !strings.Contains(logs[0], "laptop gone") || !strings.Contains(logs[1], "reachable again") {
 		t.Errorf("logs %q, want one unreachable and one reachable-again line", logs)
 	}
@@ -126,7 +126,7 @@ func TestDefaultUnreachable(t *testing.T) {
 	if b, err := io.ReadAll(raw.br); err != nil || len(b) != 0 {
 		t.Fatalf("raw: %q, %v, want close", b, err)
 	}
-	if logs := w.logs.get(); len(logs) != 1 || !strings.Contains(logs[0], "real pods are unreachable") {
+	if logs := w.logs.Lines(); len(logs) != 1 || !strings.Contains(logs[0], "real pods are unreachable") {
 		t.Errorf("logs %q, want one line", logs)
 	}
 }
