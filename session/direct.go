@@ -90,5 +90,8 @@ func (s *Session) pathDescription() string {
 	if d := s.direct.Load(); d != nil {
 		return "tunnel: direct to " + d.String() + " (TLS)"
 	}
+	if s.fwd != nil && s.fwd.Protocol() != "" {
+		return "tunnel: API server port-forward (" + string(s.fwd.Protocol()) + ")"
+	}
 	return "tunnel: API server port-forward"
 }
