@@ -75,8 +75,11 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, muxMessage-muxHeade
 // only a fast stream on a long link does; growth beyond the start comes out of MuxGrowthBudget,
 // shared by all streams of a Mux (on the pod side, of a podshim Server).
 const (
-	// MuxInitialWindow allows ~250 MB/s on one stream at 60 ms of loaded round trip.
-	MuxInitialWindow = 16 << 20
+	// MuxInitialWindow allows ~250 MB/s on one stream at 120 ms of loaded round trip. A stream
+	// whose reader stalls holds at most this much in memory. At 80 ms of added round trip, where
+	// the API server, kubelet and runtime each queue data too, 16 MiB held one download at ~105
+	// MB/s (growth did not make up for it) and 32 MiB at ~130, as much as 64 MiB gave.
+	MuxInitialWindow = 32 << 20
 	// MuxMaxWindow allows ~500 MB/s at 120 ms.
 	MuxMaxWindow = 64 << 20
 	// MuxGrowthBudget bounds the window growth of all streams of all carriers together.

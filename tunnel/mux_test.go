@@ -3,8 +3,10 @@ package tunnel
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,3 +109,80 @@ func TestWindowBudget(t *testing.T) {
 		})
 	}
 }
+
+// TestMuxStalledReader: a stream whose reader stalls takes at most its window from the sender
+// (and so holds at most that much in memory) and does not stall another stream of the same
+// carrier.
+func TestMuxStalledReader(t *testing.T) {
+	a, b := net.Pipe()
+	client, err := yamux.Client(a, MuxConfig(), NewWindowBudget(MuxGrowthBudget))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := yamux.Server(b, MuxConfig(), NewWindowBudget(MuxGrowthBudget))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	open := func() (laptop, pod net.Conn) {
+		st, err := client.OpenStream(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Write([]byte{1}); err != nil { // yamux announces a stream with its first frame
+			t.Fatal(err)
+		}
+		ps, err := server.AcceptStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(ps, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		return MuxStream(st), MuxStream(ps)
+	}
+	_, stalledPod := open() // the laptop never reads this one
+	flowing, flowingPod := open()
+	// The pod writes to the stalled stream until a write blocks for good.
+	var written atomic.Int64
+	go func() {
+		chunk := make([]byte, 1<<20)
+		for {
+			n, err := stalledPod.Write(chunk)
+			written.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	waitStable := func() int64 {
+		for last := int64(-1); ; {
+			time.Sleep(200 * time.Millisecond)
+			n := written.Load()
+			if n == last {
+				return n
+			}
+			last = n
+		}
+	}
+	// The README promises 32 MiB at most.
+	if n := waitStable(); n > 32<<20 || n < 16<<20 {
+		t.Fatalf("the pod wrote %d bytes to a stream nobody reads, want at most its window of 32 MiB (and more than 16)", n)
+	}
+	// The other stream still carries 64 MiB both ways.
+	const size = 64 << 20
+	go func() {
+		_, _ = io.CopyN(flowingPod, zeroReader{}, size)
+		_ = flowingPod.(interface{ CloseWrite() error }).CloseWrite()
+	}()
+	_ = flowing.SetReadDeadline(time.Now().Add(20 * time.Second))
+	n, err := io.Copy(io.Discard, flowing)
+	if err != nil || n != size {
+		t.Fatalf("the other stream carried %d bytes (%v), want %d: the stalled stream stalled it", n, err, size)
+	}
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
