@@ -153,6 +153,7 @@ func run(ctx context.Context) (err error) {
 		return err
 	}
 	var sections []section
+	directNotDelayed := false
 	for _, r := range strings.Split(*rtts, ",") {
 		r = strings.TrimSpace(r)
 		rtt, perr := time.ParseDuration(r)
@@ -176,6 +177,18 @@ func run(ctx context.Context) (err error) {
 				lp.Close()
 				return err
 			}
+			undo, err := delayDirectPath(rtt, *rttWindow)
+			if err != nil {
+				lp.Close()
+				return fmt.Errorf("delaying the direct path to the pods as well: %w", err)
+			}
+			re.cleanup = append(re.cleanup, func() {
+				n := undo()
+				fmt.Fprintf(os.Stderr, "bench: RTT %s: %d direct-path connections went through the pod network's delaying proxy\n", rtt, n)
+				if n == 0 && (wanted("direct") || wanted("transparent")) {
+					directNotDelayed = true
+				}
+			})
 		}
 		fmt.Fprintf(os.Stderr, "bench: RTT %s\n", rtt)
 		rows, err := measure(&re)
@@ -184,6 +197,9 @@ func run(ctx context.Context) (err error) {
 		}
 		if err != nil {
 			return fmt.Errorf("RTT %s: %w", rtt, err)
+		}
+		if directNotDelayed {
+			return fmt.Errorf("RTT %s: no direct-path connection went through the pod network's delaying proxy: the direct rows would show no distance", rtt)
 		}
 		sections = append(sections, section{rtt: rtt, rows: rows})
 		fmt.Print(tableMarkdown([]section{sections[len(sections)-1]}))

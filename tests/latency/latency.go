@@ -26,6 +26,9 @@ type Proxy struct {
 	// its bytes from the moment it is read until a round trip (2×Delay) later, when a real sender
 	// would have its acknowledgement. Zero means no limit (the proxy buffers whatever arrives).
 	Window int
+	// Dial, when set, opens the connection to the server for a client instead of dialling
+	// Target (for example to the address a client was redirected from).
+	Dial func(client net.Conn) (net.Conn, error)
 
 	ln    net.Listener
 	mu    sync.Mutex
@@ -78,7 +81,13 @@ func (p *Proxy) handle(client net.Conn) {
 		client.Close()
 		return
 	}
-	server, err := net.Dial("tcp", p.Target)
+	var server net.Conn
+	var err error
+	if p.Dial != nil {
+		server, err = p.Dial(client)
+	} else {
+		server, err = net.Dial("tcp", p.Target)
+	}
 	if err != nil {
 		client.Close()
 		return
