@@ -375,3 +375,24 @@ func cgroupHWM(dir string) (float64, error) {
 	}
 	return best, nil
 }
+
+// machineCPUSeconds is the busy time of all CPUs since boot (/proc/stat's first line: user, nice,
+// system, irq, softirq and steal; not idle or iowait), in seconds: every process's work,
+// the cluster's and the kernel's network processing included.
+func machineCPUSeconds() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var busy float64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		v, _ := strconv.ParseFloat(f[i], 64)
+		busy += v
+	}
+	return busy / clockTicks
+}

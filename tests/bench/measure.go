@@ -243,10 +243,11 @@ func measureForward(e *env) ([]row, error) {
 	mem100 := row{name: "podshim memory, 100 concurrent connections × 1 MiB (cgroup memory.max_usage_in_bytes)", short: "podshim 100 conns", unit: "MiB", baseNote: "—", goal: "≤ 40 MiB", absGoal: true, met: absolute(func(v float64) bool { return v <= 40 })}
 	shimRSS := row{name: "podshim peak RSS over all the above (VmHWM of the podshim process, found through the container cgroup)", short: "podshim peak RSS", unit: "MiB", baseNote: "—"}
 	cpuTP := row{name: fmt.Sprintf("laptop CPU per GB downloaded (1 stream, %d MiB, SOCKS5; user+system time of the process): kubectl-tp vs `kubectl port-forward`", *mb), short: "laptop CPU/GB", unit: "s/GB"}
+	cpuAll := row{name: fmt.Sprintf("machine CPU per GB downloaded (the same 1-stream %d MiB SOCKS5 downloads; busy time of all CPUs from /proc/stat: the cluster, podshim, curl and the kernel included — on one machine this is what bounds throughput): kubectl-tp vs `kubectl port-forward`", *mb), short: "machine CPU/GB", unit: "s/GB"}
 	cpuShim := row{name: "podshim CPU per GB downloaded (same downloads; the extra hop in the pod that port-forward does not have)", short: "podshim CPU/GB", unit: "s/GB", baseNote: "—"}
 	anon := row{name: "client peak anonymous memory over all the above (RssAnon sampled every 100 ms; peak RSS also counts the pages of the executable itself, which a kernel with large page-cache folios maps almost whole: ~30 MiB for kubectl-tp, ~42 MiB for kubectl here)", short: "client peak anon", unit: "MiB"}
 	client := row{name: "client peak RSS over all the above (VmHWM): kubectl-tp vs kubectl port-forward", short: "client peak RSS", unit: "MiB", goal: "≤ 60 MiB", absGoal: true, met: absolute(func(v float64) bool { return v <= 60 })}
-	if !slices.ContainsFunc([]*row{&socks1, &http1, &par8, &direct1, &direct8, &kaP50, &kaP99, &ncP50, &ncP99, &conns, &memIdle, &mem100, &shimRSS, &client, &cpuTP, &cpuShim, &anon},
+	if !slices.ContainsFunc([]*row{&socks1, &http1, &par8, &direct1, &direct8, &kaP50, &kaP99, &ncP50, &ncP99, &conns, &memIdle, &mem100, &shimRSS, &client, &cpuTP, &cpuAll, &cpuShim, &anon},
 		func(r *row) bool { return wanted(r.short) }) {
 		return nil, nil
 	}
@@ -320,20 +321,20 @@ func measureForward(e *env) ([]row, error) {
 			}
 			logf(e, "run %d: %s", i+1, j.r.short)
 			var tr, br result
-			var tpCPU, shimCPU, pfCPU float64
+			var tpCPU, shimCPU, pfCPU, tpAll, pfAll float64
 			js := s
 			if j.sess != nil {
 				js = j.sess
 			}
 			err := pair(i, func() (err error) {
-				c0, p0 := cpuSeconds(js.cmd.Process.Pid), cpuSeconds(shimPID)
+				c0, p0, m0 := cpuSeconds(js.cmd.Process.Pid), cpuSeconds(shimPID), machineCPUSeconds()
 				tr, err = js.do(j.tp)
-				tpCPU, shimCPU = cpuSeconds(js.cmd.Process.Pid)-c0, cpuSeconds(shimPID)-p0
+				tpCPU, shimCPU, tpAll = cpuSeconds(js.cmd.Process.Pid)-c0, cpuSeconds(shimPID)-p0, machineCPUSeconds()-m0
 				return err
 			}, func() (err error) {
-				c0 := cpuSeconds(pfCmd.Process.Pid)
+				c0, m0 := cpuSeconds(pfCmd.Process.Pid), machineCPUSeconds()
 				br, err = direct(j.base)
-				pfCPU = cpuSeconds(pfCmd.Process.Pid) - c0
+				pfCPU, pfAll = cpuSeconds(pfCmd.Process.Pid)-c0, machineCPUSeconds()-m0
 				return err
 			})
 			if err != nil {
@@ -345,6 +346,7 @@ func measureForward(e *env) ([]row, error) {
 			case &socks1:
 				gb := float64(*mb<<20) / 1e9
 				cpuTP.tp, cpuTP.base = append(cpuTP.tp, tpCPU/gb), append(cpuTP.base, pfCPU/gb)
+				cpuAll.tp, cpuAll.base = append(cpuAll.tp, tpAll/gb), append(cpuAll.base, pfAll/gb)
 				if shimPID > 0 {
 					cpuShim.tp = append(cpuShim.tp, shimCPU/gb)
 				}
@@ -403,7 +405,7 @@ func measureForward(e *env) ([]row, error) {
 	if len(connErrs) > 0 {
 		conns.name += " — errors: " + fmt.Sprint(connErrs)
 	}
-	return []row{socks1, http1, par8, direct1, direct8, cpuTP, cpuShim, kaP50, kaP99, ncP50, ncP99, conns, memIdle, mem100, shimRSS, client, anon}, nil
+	return []row{socks1, http1, par8, direct1, direct8, cpuTP, cpuAll, cpuShim, kaP50, kaP99, ncP50, ncP99, conns, memIdle, mem100, shimRSS, client, anon}, nil
 }
 
 // measureReverse times the --expose path: a pod in the cluster downloads from a local server
