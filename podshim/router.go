@@ -502,10 +502,11 @@ func (rs *routerState) unpark(reg *registration, a *parkedStream) bool {
 }
 
 // routerOp reports whether op is one of the ops a podshim in router mode serves: its token is shared by every
-// session that intercepts the Service, so it offers nothing beyond intercepts.
+// session that intercepts the Service, so it offers nothing beyond intercepts (and the direct path
+// to them).
 func routerOp(op string) bool {
 	switch op {
-	case tunnel.OpHello, tunnel.OpMux, tunnel.OpIntercept, tunnel.OpInterceptAccept, tunnel.OpInterceptList, tunnel.OpInterceptRetire:
+	case tunnel.OpHello, tunnel.OpMux, tunnel.OpDirect, tunnel.OpIntercept, tunnel.OpInterceptAccept, tunnel.OpInterceptList, tunnel.OpInterceptRetire:
 		return true
 	}
 	return false

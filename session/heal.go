@@ -53,7 +53,7 @@ func (s *Session) heartbeat(ctx context.Context) {
 			}
 			delay = retryFirst
 		} else {
-			s.fwd.Reset()
+			s.path.fwd.Reset()
 			select {
 			case <-ctx.Done():
 				return
@@ -195,8 +195,8 @@ func (s *Session) replacePod(ctx context.Context, why string, down time.Time) er
 		return fmt.Errorf("replacement proxy pod %s did not start: %w", name, err)
 	}
 	s.retargeted.Store(time.Now().UnixNano())
-	s.direct.Store(nil) // it led to the lost pod
-	s.fwd.Retarget(name)
+	s.path.direct.Store(nil) // it led to the lost pod
+	s.path.fwd.Retarget(name)
 	if s.mux != nil {
 		// Every carrier led to the lost pod: the port-forward ones end with Retarget, but a
 		// direct one to a pod IP that vanished would only time out. New streams must not wait

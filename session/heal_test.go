@@ -67,7 +67,7 @@ func healSession(t *testing.T, swappedBy string, createErr error) (*Session, *fa
 		PodName:     "tp-abc",
 		podTemplate: tpl,
 		swapped:     "web",
-		fwd:         &forward.Forwarder{Namespace: "ns", Pod: "tp-abc", Port: TunnelPort},
+		path:        podPath{fwd: &forward.Forwarder{Namespace: "ns", Pod: "tp-abc", Port: TunnelPort}},
 		lost:        make(chan struct{}),
 	}
 	return s, cs, &log

@@ -262,12 +262,16 @@ func (p *interceptPlan) routerPortsArg() string {
 	return strings.Join(slices.Compact(out), ",")
 }
 
+// routerPod is a running router: its pod's name, the token of its tunnel and the pod's IP (for
+// the direct path).
+type routerPod struct{ name, token, ip string }
+
 // ensureRouter makes sure Service p.service has a running router: it creates the router's
 // ServiceAccount, Role, RoleBinding, shadow Service and pod unless another session did, and waits
-// until the pod is ready. It returns the router pod's name and token. A router it created is
+// until the pod is ready. It returns the router pod's name, token and IP. A router it created is
 // removed again when anything fails; the Service itself is not touched (see pointAtRouter, once
 // an intercept is registered).
-func ensureRouter(ctx context.Context, cs Clientset, p *interceptPlan, image, session string, logf func(string, ...any)) (string, string, error) {
+func ensureRouter(ctx context.Context, cs Clientset, p *interceptPlan, image, session string, logf func(string, ...any)) (routerPod, error) {
 	ns, name := p.ns, routerName(p.service)
 	var sa *corev1.ServiceAccount
 	created := false
@@ -283,7 +287,7 @@ func ensureRouter(ctx context.Context, cs Clientset, p *interceptPlan, image, se
 			if err == nil {
 				sa = got
 			} else if !apierrors.IsNotFound(err) || attempt == 5 {
-				return "", "", fmt.Errorf("reading serviceaccount/%s: %w", name, cleanAPIError(err))
+				return routerPod{}, fmt.Errorf("reading serviceaccount/%s: %w", name, cleanAPIError(err))
 			}
 			// Deleted in between (a router retiring): create it anew.
 		default:
@@ -291,14 +295,14 @@ func ensureRouter(ctx context.Context, cs Clientset, p *interceptPlan, image, se
 				// The create may have reached the API server: leave nothing behind.
 				_ = deleteRouter(cs, ns, p.service)
 			}
-			return "", "", fmt.Errorf("creating serviceaccount/%s: %w", name, cleanAPIError(err))
+			return routerPod{}, fmt.Errorf("creating serviceaccount/%s: %w", name, cleanAPIError(err))
 		}
 	}
-	fail := func(err error) (string, string, error) {
+	fail := func(err error) (routerPod, error) {
 		if created {
 			_ = deleteRouter(cs, ns, p.service)
 		}
-		return "", "", err
+		return routerPod{}, err
 	}
 	if created {
 		logf("starting the router of service/%s (pod %s)", p.service, name)
@@ -337,7 +341,7 @@ func ensureRouter(ctx context.Context, cs Clientset, p *interceptPlan, image, se
 			token = e.Value
 		}
 	}
-	return name, token, nil
+	return routerPod{name: name, token: token, ip: pod.Status.PodIP}, nil
 }
 
 // routerLabels are the labels of the router pod and its objects.
@@ -380,7 +384,7 @@ func createRouterObjects(ctx context.Context, cs Clientset, p *interceptPlan, me
 	if _, err := cs.CoreV1().Services(ns).Create(ctx, svc, createOptions); err != nil {
 		return fmt.Errorf("creating service/%s: %w", shadow, cleanAPIError(err))
 	}
-	pod := buildPod(podSpec{Name: name, Namespace: ns, SessionID: session, Owner: owner(), Image: image, Token: randomHex(16), IdleTimeout: routerGrace})
+	pod := buildPod(podSpec{Name: name, Namespace: ns, SessionID: session, Owner: owner(), Image: image, Token: randomHex(16), IdleTimeout: routerGrace, Direct: true})
 	pod.ObjectMeta.Labels = routerLabels(p.service)
 	pod.ObjectMeta.OwnerReferences = meta.OwnerReferences
 	pod.Spec.ServiceAccountName = name

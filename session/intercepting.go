@@ -39,7 +39,8 @@ const AnnotationIntercept = "kubectl-tp.io/intercept"
 type intercepting struct {
 	plan   *interceptPlan
 	router string
-	fwd    *forward.Forwarder
+	// path is the way to the router: its own port-forward, and the direct path while it works.
+	path   *podPath
 	mux    *tunnel.Mux
 	client *tunnel.Client
 	f      *intercept.Forwarder
@@ -92,14 +93,21 @@ func (s *Session) startIntercept(startCtx context.Context, p *progress) error {
 	in, opts := s.intercept, s.opts
 	for attempt := 0; ; attempt++ {
 		p.set("starting the router of service/" + in.plan.service)
-		router, token, err := ensureRouter(startCtx, opts.Client, in.plan, opts.Image, s.ID, s.logf)
+		router, err := ensureRouter(startCtx, opts.Client, in.plan, opts.Image, s.ID, s.logf)
 		if err != nil {
 			return err
 		}
-		in.router = router
-		in.fwd = &forward.Forwarder{Config: opts.Config, Namespace: opts.Namespace, Pod: router, Port: TunnelPort}
-		in.mux = &tunnel.Mux{Carrier: in.fwd.Open, Token: token, Carriers: 1}
-		in.client = &tunnel.Client{Open: in.mux.Open, Token: token}
+		in.router = router.name
+		in.path = &podPath{
+			fwd:  &forward.Forwarder{Config: opts.Config, Namespace: opts.Namespace, Pod: router.name, Port: TunnelPort},
+			what: "the intercept of service/" + in.plan.service, logf: s.logf, verbosef: s.verbosef,
+		}
+		in.mux = &tunnel.Mux{Carrier: in.path.carrier, Token: router.token, Carriers: 1}
+		in.client = &tunnel.Client{Open: in.mux.Open, Token: router.token}
+		if opts.Direct {
+			// Before the registration, whose stream stays open on the carrier it starts on.
+			in.path.try(startCtx, in.client, in.mux, router.ip)
+		}
 		in.f = &intercept.Forwarder{Client: in.client, Match: opts.Intercept.Headers, Owner: owner(), Ports: in.ports, Logf: s.logf}
 		p.set("registering the intercept of service/" + in.plan.service)
 		err = in.f.Start(startCtx)
@@ -108,7 +116,7 @@ func (s *Session) startIntercept(startCtx context.Context, p *progress) error {
 		}
 		in.f = nil
 		_ = in.mux.Close()
-		_ = in.fwd.Close()
+		_ = in.path.fwd.Close()
 		var re *tunnel.RemoteError
 		if !errors.As(err, &re) || re.Code != tunnel.CodeRetiring || attempt == 3 {
 			return fmt.Errorf("intercepting service/%s: %w", in.plan.service, err)
@@ -171,7 +179,7 @@ func (s *Session) describeIntercept() string {
 	if h := s.opts.Intercept.Headers; len(h) > 0 {
 		what = "requests with " + strings.Join(h, ", ")
 	}
-	return fmt.Sprintf("service/%s: %s come here (%s)", in.plan.service, what, strings.Join(ports, ", "))
+	return fmt.Sprintf("service/%s: %s come here (%s); to the router: %s", in.plan.service, what, strings.Join(ports, ", "), in.path.describe())
 }
 
 // closeIntercept gives the intercept up. The last session of the Service asks the router to
@@ -196,8 +204,8 @@ func (s *Session) closeIntercept() error {
 		if in.mux != nil {
 			_ = in.mux.Close()
 		}
-		if in.fwd != nil {
-			_ = in.fwd.Close()
+		if in.path != nil {
+			_ = in.path.fwd.Close()
 		}
 	}()
 	if in.f == nil {

@@ -27,7 +27,6 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/kubectl-tp/kubectl-tp/envcapture"
-	"github.com/kubectl-tp/kubectl-tp/forward"
 	"github.com/kubectl-tp/kubectl-tp/internal/logger"
 	"github.com/kubectl-tp/kubectl-tp/proxy"
 	"github.com/kubectl-tp/kubectl-tp/tunnel"
@@ -103,7 +102,9 @@ type Session struct {
 	// Captured is the environment of the target workload (with From), filtered for the child.
 	Captured []string
 
-	fwd       *forward.Forwarder
+	// path is the way to the proxy pod: the port-forward, and the direct path while it works (see
+	// direct.go).
+	path      podPath
 	mux       *tunnel.Mux
 	client    *tunnel.Client
 	cancel    context.CancelFunc
@@ -120,8 +121,6 @@ type Session struct {
 	closeErr error
 	// handedBack is set once HandBack ran (see handover.go).
 	handedBack bool
-	// direct is the working direct path to the proxy pod, or nil (see direct.go).
-	direct atomic.Pointer[directPath]
 	// runCtx lives from the end of Start until Close.
 	runCtx context.Context
 	// watchdog is set when the swap's watchdog runs (see startWatchdog).
@@ -308,8 +307,8 @@ func (s *Session) Close() error {
 		if s.mux != nil {
 			_ = s.mux.Close()
 		}
-		if s.fwd != nil {
-			_ = s.fwd.Close()
+		if s.path.fwd != nil {
+			_ = s.path.fwd.Close()
 		}
 		// Background work (heartbeat, servers, volume refresh) must stop before the copy is removed,
 		// or a last refresh could write it again.

@@ -194,8 +194,8 @@ func (s *Session) connect(ctx, startCtx context.Context, p *progress, token stri
 		return nil, nil, err
 	}
 	p.set("connecting through port-forward")
-	s.fwd = &forward.Forwarder{Config: opts.Config, Namespace: opts.Namespace, Pod: s.PodName, Port: TunnelPort}
-	s.mux = &tunnel.Mux{Carrier: s.carrier, Token: token, Carriers: tunnelCarriers}
+	s.path = podPath{fwd: &forward.Forwarder{Config: opts.Config, Namespace: opts.Namespace, Pod: s.PodName, Port: TunnelPort}, what: "the tunnel", logf: s.logf, verbosef: s.verbosef}
+	s.mux = &tunnel.Mux{Carrier: s.path.carrier, Token: token, Carriers: tunnelCarriers}
 	s.client = &tunnel.Client{Open: s.mux.Open, Token: token}
 	hello, err := s.hello(startCtx)
 	if err != nil {

@@ -110,7 +110,8 @@ func serviceState(t *testing.T, ns, name string) string {
 // stream on one HTTP/2 (h2c, as gRPC) connection. A third session with alice's header is refused
 // naming her. kill -9 of alice's session sends her requests back to the real pods (the time is
 // logged) while bob's intercept keeps working; when bob ends, the Service is exactly what it was
-// and the router and shadow Service are gone.
+// and the router and shadow Service are gone. Alice reaches the router over the direct path (this
+// cluster's pod network is reachable), bob with --direct=false through the API server.
 func TestInterceptTwoDevelopers(t *testing.T) {
 	// The router pod must be admitted under Pod Security "restricted".
 	ns := namespace(t, "pod-security.kubernetes.io/enforce=restricted", "pod-security.kubernetes.io/enforce-version=latest")
@@ -121,9 +122,22 @@ func TestInterceptTwoDevelopers(t *testing.T) {
 
 	// Both start at the same moment: one creates the router, the other joins it.
 	alice, aliceErr := launchIntercept(t, ns, "alice", 18401, "--intercept", "web:8080", "--header", "x-dev=alice", "--expose", "18401:8080")
-	bob, bobErr := launchIntercept(t, ns, "bob", 18402, "--intercept", "web:http", "--header", "X-Dev=bob", "--expose", "18402:8080")
+	bob, bobErr := launchIntercept(t, ns, "bob", 18402, "--intercept", "web:http", "--header", "X-Dev=bob", "--expose", "18402:8080", "--direct=false")
 	waitStarted(t, aliceErr)
 	waitStarted(t, bobErr)
+	routerIP := strings.TrimSpace(kubectl(t, "get", "pods", "-n", ns, "-l", "kubectl-tp.io/router=web", "-o", "jsonpath={.items[0].status.podIP}"))
+	for _, c := range []struct {
+		who    string
+		stderr *syncBuffer
+		want   string
+	}{
+		{"alice", aliceErr, fmt.Sprintf("; to the router: direct to %s:%d (TLS)", routerIP, directPort)},
+		{"bob", bobErr, "; to the router: API server port-forward (SPDY)"},
+	} {
+		if !strings.Contains(c.stderr.String(), c.want) {
+			t.Errorf("%s's intercept line does not say %q:\n%s", c.who, c.want, c.stderr.String())
+		}
+	}
 	waitFor(t, 60*time.Second, "both intercepts to answer", func() error {
 		if got := requestsIn(ns, false, url, "x-dev=alice", "-", "x-dev=bob"); got != "alice,real,bob" {
 			return fmt.Errorf("got %s", got)
