@@ -18,6 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
@@ -284,9 +285,18 @@ func ensureRouter(ctx context.Context, cs Clientset, p *interceptPlan, image, se
 			sa, created = got, true
 		case apierrors.IsAlreadyExists(err):
 			got, err = cs.CoreV1().ServiceAccounts(ns).Get(ctx, name, metav1.GetOptions{})
-			if err == nil {
+			switch {
+			case err == nil && got.DeletionTimestamp == nil:
 				sa = got
-			} else if !apierrors.IsNotFound(err) || attempt == 5 {
+			case err == nil:
+				// A retired router's, on its way out: wait, then create it anew.
+				if err := waitGone(ctx, func(ctx context.Context) error {
+					_, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, name, metav1.GetOptions{})
+					return err
+				}); err != nil {
+					return routerPod{}, fmt.Errorf("waiting for the old router of service/%s to go: %w", p.service, err)
+				}
+			case !apierrors.IsNotFound(err) || attempt == 5:
 				return routerPod{}, fmt.Errorf("reading serviceaccount/%s: %w", name, cleanAPIError(err))
 			}
 			// Deleted in between (a router retiring): create it anew.
@@ -309,17 +319,21 @@ func ensureRouter(ctx context.Context, cs Clientset, p *interceptPlan, image, se
 		owned := metav1.ObjectMeta{Name: name, Labels: routerLabels(p.service), OwnerReferences: []metav1.OwnerReference{{
 			APIVersion: "v1", Kind: "ServiceAccount", Name: sa.Name, UID: sa.UID,
 		}}}
+		if err := clearRouterLeftovers(ctx, cs, p, sa.UID); err != nil {
+			return fail(err)
+		}
 		if err := createRouterObjects(ctx, cs, p, owned, image, session); err != nil {
 			return fail(err)
 		}
 	}
-	// Another session may still be creating the pod, which comes last.
+	// Another session may still be creating the pod, which comes last (a pod of a retired router,
+	// not yet collected, is not it).
 	for {
-		_, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-		if err == nil {
+		pod, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err == nil && ownedBy(pod.ObjectMeta, sa.UID) {
 			break
 		}
-		if !apierrors.IsNotFound(err) {
+		if err != nil && !apierrors.IsNotFound(err) {
 			return fail(fmt.Errorf("reading pod/%s: %w", name, cleanAPIError(err)))
 		}
 		select {
@@ -342,6 +356,93 @@ func ensureRouter(ctx context.Context, cs Clientset, p *interceptPlan, image, se
 		}
 	}
 	return routerPod{name: name, token: token, ip: pod.Status.PodIP}, nil
+}
+
+// clearRouterLeftovers deletes what a retired router left under the names a new router takes
+// (its pod, Role, RoleBinding and shadow Service, owned by the retired router's ServiceAccount,
+// which the garbage collector removes only some time after that account), and waits until they
+// are gone: creating them anew meanwhile fails with "object is being deleted". Objects owned by
+// owner (the new router's ServiceAccount) are kept.
+func clearRouterLeftovers(ctx context.Context, cs Clientset, p *interceptPlan, owner types.UID) error {
+	ns, name, shadow := p.ns, routerName(p.service), shadowName(p.service)
+	bg := metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)}
+	kinds := []struct {
+		what string
+		get  func(context.Context) (metav1.ObjectMeta, error)
+		del  func(context.Context) error
+	}{
+		{"pod/" + name, func(ctx context.Context) (metav1.ObjectMeta, error) {
+			o, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+			return objectMeta(o, err)
+		}, func(ctx context.Context) error {
+			return cs.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+		}},
+		{"role/" + name, func(ctx context.Context) (metav1.ObjectMeta, error) {
+			o, err := cs.RbacV1().Roles(ns).Get(ctx, name, metav1.GetOptions{})
+			return objectMeta(o, err)
+		}, func(ctx context.Context) error { return cs.RbacV1().Roles(ns).Delete(ctx, name, bg) }},
+		{"rolebinding/" + name, func(ctx context.Context) (metav1.ObjectMeta, error) {
+			o, err := cs.RbacV1().RoleBindings(ns).Get(ctx, name, metav1.GetOptions{})
+			return objectMeta(o, err)
+		}, func(ctx context.Context) error { return cs.RbacV1().RoleBindings(ns).Delete(ctx, name, bg) }},
+		{"service/" + shadow, func(ctx context.Context) (metav1.ObjectMeta, error) {
+			o, err := cs.CoreV1().Services(ns).Get(ctx, shadow, metav1.GetOptions{})
+			return objectMeta(o, err)
+		}, func(ctx context.Context) error { return cs.CoreV1().Services(ns).Delete(ctx, shadow, bg) }},
+	}
+	for _, k := range kinds {
+		m, err := k.get(ctx)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", k.what, cleanAPIError(err))
+		}
+		if ownedBy(m, owner) {
+			continue
+		}
+		if m.DeletionTimestamp == nil {
+			if err := k.del(ctx); err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("deleting %s, left by an earlier router: %w", k.what, cleanAPIError(err))
+			}
+		}
+		if err := waitGone(ctx, func(ctx context.Context) error { _, err := k.get(ctx); return err }); err != nil {
+			return fmt.Errorf("waiting for %s, left by an earlier router, to go: %w", k.what, err)
+		}
+	}
+	return nil
+}
+
+// objectMeta returns the metadata of o, a typed object from a Get, or the Get's error.
+func objectMeta[T interface{ GetObjectMeta() metav1.Object }](o T, err error) (metav1.ObjectMeta, error) {
+	if err != nil {
+		return metav1.ObjectMeta{}, err
+	}
+	m := o.GetObjectMeta()
+	return metav1.ObjectMeta{Name: m.GetName(), UID: m.GetUID(), DeletionTimestamp: m.GetDeletionTimestamp(), OwnerReferences: m.GetOwnerReferences()}, nil
+}
+
+// ownedBy reports whether m names owner among its owners.
+func ownedBy(m metav1.ObjectMeta, owner types.UID) bool {
+	return slices.ContainsFunc(m.OwnerReferences, func(r metav1.OwnerReference) bool { return r.UID == owner })
+}
+
+// waitGone polls get (every 200 ms, bounded by ctx) until it returns NotFound.
+func waitGone(ctx context.Context, get func(context.Context) error) error {
+	for {
+		err := get(ctx)
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return cleanAPIError(err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // routerLabels are the labels of the router pod and its objects.

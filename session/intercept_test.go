@@ -4,11 +4,14 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
@@ -229,5 +232,67 @@ func TestSelectorEditedDuringIntercept(t *testing.T) {
 	svc, _ = cs.CoreV1().Services("ns").Get(ctx, "api", metav1.GetOptions{})
 	if len(svc.Spec.Selector) != 1 || svc.Spec.Selector["app"] != "api-v2" || svc.Annotations[AnnotationInterceptSelector] != "" {
 		t.Errorf("after the restore: selector %v, annotations %v; want the edited selector kept and no record", svc.Spec.Selector, svc.Annotations)
+	}
+}
+
+// TestClearRouterLeftovers: a new router's creator deletes what a retired router left under the
+// same names (owned by the retired router's ServiceAccount, not yet collected) and keeps what the
+// new ServiceAccount owns.
+func TestClearRouterLeftovers(t *testing.T) {
+	owned := func(uid types.UID, name string) metav1.ObjectMeta {
+		return metav1.ObjectMeta{Name: name, Namespace: "ns", OwnerReferences: []metav1.OwnerReference{{Kind: "ServiceAccount", Name: routerName("api"), UID: uid}}}
+	}
+	tests := []struct {
+		name     string
+		objs     []runtime.Object
+		wantGone []string
+		wantKept []string
+	}{
+		{"a retired router's objects go", []runtime.Object{
+			&corev1.Pod{ObjectMeta: owned("old", routerName("api"))},
+			&rbacv1.Role{ObjectMeta: owned("old", routerName("api"))},
+			&rbacv1.RoleBinding{ObjectMeta: owned("old", routerName("api"))},
+			&corev1.Service{ObjectMeta: owned("old", shadowName("api"))},
+		}, []string{"pod", "role", "rolebinding", "service"}, nil},
+		{"the new router's objects stay", []runtime.Object{
+			&corev1.Pod{ObjectMeta: owned("new", routerName("api"))},
+			&rbacv1.Role{ObjectMeta: owned("old", routerName("api"))},
+			&corev1.Service{ObjectMeta: owned("new", shadowName("api"))},
+		}, []string{"role"}, []string{"pod", "service"}},
+		{"nothing left: nothing to do", nil, nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			objs := append(interceptObjects(), tt.objs...)
+			cs := fake.NewClientset(objs...)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			p, err := planIntercept(ctx, cs, "ns", InterceptSpec{Service: "api"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := clearRouterLeftovers(ctx, cs, p, "new"); err != nil {
+				t.Fatal(err)
+			}
+			exists := map[string]bool{}
+			_, err = cs.CoreV1().Pods("ns").Get(ctx, routerName("api"), metav1.GetOptions{})
+			exists["pod"] = err == nil
+			_, err = cs.RbacV1().Roles("ns").Get(ctx, routerName("api"), metav1.GetOptions{})
+			exists["role"] = err == nil
+			_, err = cs.RbacV1().RoleBindings("ns").Get(ctx, routerName("api"), metav1.GetOptions{})
+			exists["rolebinding"] = err == nil
+			_, err = cs.CoreV1().Services("ns").Get(ctx, shadowName("api"), metav1.GetOptions{})
+			exists["service"] = err == nil
+			for _, k := range tt.wantGone {
+				if exists[k] {
+					t.Errorf("the retired router's %s is still there", k)
+				}
+			}
+			for _, k := range tt.wantKept {
+				if !exists[k] {
+					t.Errorf("the new router's %s was deleted", k)
+				}
+			}
+		})
 	}
 }

@@ -204,7 +204,8 @@ func TestInterceptTwoDevelopers(t *testing.T) {
 
 // TestInterceptAllTraffic: an intercept without --header takes every request and every
 // connection of the port (raw TCP too), while the real pods keep running; when it ends the
-// Service is restored.
+// Service is restored. A new intercept started the moment the first ended (its router still on
+// its way out) gets a router of its own.
 func TestInterceptAllTraffic(t *testing.T) {
 	ns := namespace(t)
 	webApp(t, ns, "web", "real")
@@ -227,6 +228,19 @@ func TestInterceptAllTraffic(t *testing.T) {
 	_ = cmd.Wait()
 	if after := serviceState(t, ns, "web"); after != before {
 		t.Errorf("service/web differs after the intercept:\nbefore %s\nafter  %s\n%s", before, after, stderr)
+	}
+	// At once again: the retired router's pod and objects are still being collected.
+	cmd, stderr = startIntercept(t, ns, "again", 18403, "--intercept", "web:8080", "--expose", "18403:8080")
+	waitFor(t, 60*time.Second, "the second intercept to answer", func() error {
+		if got := requestsIn(ns, false, "http://web:8080/color", "-"); got != "again" {
+			return fmt.Errorf("got %s", got)
+		}
+		return nil
+	})
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	_ = cmd.Wait()
+	if after := serviceState(t, ns, "web"); after != before {
+		t.Errorf("service/web differs after the second intercept:\nbefore %s\nafter  %s\n%s", before, after, stderr)
 	}
 	waitFor(t, 60*time.Second, "the router and shadow Service to go", func() error {
 		out, _ := kubectlErr("get", "pods,services,serviceaccounts,roles,rolebindings", "-n", ns, "-l", "kubectl-tp.io/router", "-o", "name")
