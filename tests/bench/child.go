@@ -254,7 +254,7 @@ func doErr(o op) (result, error) {
 		if pu != nil {
 			return result{}, errors.New("connect goes straight (no Via)")
 		}
-		return connectRun(o.URL, o.N, o.Nonblock, o.Carried)
+		return connectRun(o.URL, o.N, o.Nonblock, o.Carried, o.Max)
 	case "exec":
 		if pu != nil {
 			return result{}, errors.New("exec takes no Via")

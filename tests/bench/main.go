@@ -63,6 +63,7 @@ var (
 	connDur     = flag.Duration("conn-dur", 3*time.Second, "duration of a connections-per-second run")
 	connWorkers = flag.Int("conn-workers", 32, "concurrent dialers in a connections-per-second run (enough that the row measures capacity, not round trips)")
 	connectN    = flag.Int("connect-n", 2000, "connect(2) calls per connect() run")
+	connectMax  = flag.Duration("connect-max", 20*time.Second, "time cap per connect() run (at a long round trip each diverted connect costs several: fewer than -connect-n fit)")
 	python      = flag.String("python", "python3", "Python interpreter of the no-network row (resolved to sys.executable, so a pyenv shim is skipped)")
 	pythonN     = flag.Int("python-n", 20, "interpreter runs per no-network run")
 	rtts        = flag.String("rtt", "0", "comma-separated added round-trip times, e.g. 0,20ms,80ms")

@@ -79,7 +79,7 @@ func measureTransparent(e *env) ([]row, error) {
 	}
 
 	diverted := e.bulkSvc + ":8080"
-	var connErrs []string
+	var connErrs, divCounts []string
 	noteErrs := func(what string, r result) {
 		if r.Errors > 0 {
 			connErrs = append(connErrs, fmt.Sprintf("%s: %s", what, r.Err))
@@ -90,19 +90,19 @@ func measureTransparent(e *env) ([]row, error) {
 			logf(e, "run %d: connect()", i+1)
 			var trap, div, nb, base, baseNB result
 			err := pair(i, func() (err error) {
-				if trap, err = ts.do(op{Op: "connect", N: n}); err != nil {
+				if trap, err = ts.do(op{Op: "connect", N: n, Max: *connectMax}); err != nil {
 					return err
 				}
-				if div, err = ts.do(op{Op: "connect", URL: diverted, N: n, Carried: true}); err != nil {
+				if div, err = ts.do(op{Op: "connect", URL: diverted, N: n, Carried: true, Max: *connectMax}); err != nil {
 					return err
 				}
-				nb, err = ts.do(op{Op: "connect", URL: diverted, N: n, Nonblock: true, Carried: true})
+				nb, err = ts.do(op{Op: "connect", URL: diverted, N: n, Nonblock: true, Carried: true, Max: *connectMax})
 				return err
 			}, func() (err error) {
-				if base, err = direct(op{Op: "connect", N: n}); err != nil {
+				if base, err = direct(op{Op: "connect", N: n, Max: *connectMax}); err != nil {
 					return err
 				}
-				baseNB, err = direct(op{Op: "connect", N: n, Nonblock: true})
+				baseNB, err = direct(op{Op: "connect", N: n, Nonblock: true, Max: *connectMax})
 				return err
 			})
 			if err != nil {
@@ -115,6 +115,7 @@ func measureTransparent(e *env) ([]row, error) {
 				x.p50.tp, x.p50.base = append(x.p50.tp, x.tp.P50), append(x.p50.base, x.base.P50)
 				x.p99.tp, x.p99.base = append(x.p99.tp, x.tp.P99), append(x.p99.base, x.base.P99)
 			}
+			divCounts = append(divCounts, fmt.Sprintf("%d/%d", div.Count, nb.Count))
 			for what, r := range map[string]result{"trapped": trap, "diverted": div, "diverted non-blocking": nb, "baseline": base, "baseline non-blocking": baseNB} {
 				noteErrs(what, r)
 			}
@@ -162,6 +163,9 @@ func measureTransparent(e *env) ([]row, error) {
 				return nil, err
 			}
 		}
+	}
+	if len(divCounts) > 0 {
+		divP50.name += fmt.Sprintf(" (connects timed per run, blocking/non-blocking, at most %d or -connect-max %s: %s)", n, *connectMax, strings.Join(divCounts, ", "))
 	}
 	if len(connErrs) > 0 {
 		slices.Sort(connErrs)
