@@ -29,6 +29,20 @@ func rejectDirect(t *testing.T, dst string) {
 	})
 }
 
+// wantGreenSilently lets the session's child make its request and wants "green" back, with no
+// warning or error said about what (a choice the session made by itself).
+func wantGreenSilently(t *testing.T, s *trSession, what string) {
+	t.Helper()
+	s.release(t)
+	r := s.wait(t)
+	if r.Code != 0 || strings.TrimSpace(r.Stdout) != "green" {
+		t.Fatalf("a request through the session: %s", r)
+	}
+	if strings.Contains(r.Stderr, "warning") || strings.Contains(r.Stderr, "error") {
+		t.Errorf("%s must be silent:\n%s", what, r.Stderr)
+	}
+}
+
 // TestDirectPath: where the pod network is reachable (this cluster's), the tunnel goes straight
 // to the proxy pod over TLS, and the start-up line says so; --direct=false, or a path that is
 // blocked, uses the API server's port-forward without a visible error; a direct path that breaks
@@ -64,14 +78,7 @@ func TestDirectPath(t *testing.T) {
 			if tt.wantVia == "tunnel: direct to " && !strings.Contains(s.Mode, fmt.Sprintf("direct to %s:%d (TLS)", s.PodIP, directPort)) {
 				t.Errorf("the direct path is not the proxy pod's IP %s: %q", s.PodIP, s.Mode)
 			}
-			s.release(t)
-			r := s.wait(t)
-			if r.Code != 0 || strings.TrimSpace(r.Stdout) != "green" {
-				t.Fatalf("a request through the session: %s", r)
-			}
-			if strings.Contains(r.Stderr, "warning") || strings.Contains(r.Stderr, "error") {
-				t.Errorf("the path choice must be silent:\n%s", r.Stderr)
-			}
+			wantGreenSilently(t, s, "the path choice")
 		})
 	}
 	t.Run("breaks during the session", func(t *testing.T) {

@@ -86,14 +86,7 @@ func TestPortForwardProtocols(t *testing.T) {
 			if !strings.Contains(s.Mode, tt.wantVia) {
 				t.Fatalf("start-up line %q, want %q", s.Mode, tt.wantVia)
 			}
-			s.release(t)
-			r := s.wait(t)
-			if r.Code != 0 || strings.TrimSpace(r.Stdout) != "green" {
-				t.Fatalf("a request through the session: %s", r)
-			}
-			if strings.Contains(r.Stderr, "warning") || strings.Contains(r.Stderr, "error") {
-				t.Errorf("the protocol choice must be silent:\n%s", r.Stderr)
-			}
+			wantGreenSilently(t, s, "the protocol choice")
 			if tt.viaProxy && (refused.Load() == 0 || websockets.Load() == 0) {
 				t.Errorf("the proxy refused %d SPDY upgrades and passed %d websockets; want both > 0 (did the session go through it?)", refused.Load(), websockets.Load())
 			}
